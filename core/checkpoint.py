@@ -1,0 +1,102 @@
+"""Weights as safetensors plus a JSON side-car (config + extra), verified against MANIFEST.json.
+
+Never pickle: a checkpoint must be loadable without executing code from the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+MANIFEST_NAME = "MANIFEST.json"
+_FIX_HINT = ("restore the shipped file with `git checkout -- assets/`, or retrain it "
+             "(e.g. `python -m core train-tokenizer` / `python -m core train-evaluator`)")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or does not match its manifest."""
+
+
+def _stem(path_stem: str | Path) -> Path:
+    # Accept "assets/tokenizer", "assets/tokenizer.safetensors" or "assets/tokenizer.json".
+    p = Path(path_stem)
+    return p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(path_stem: str | Path, state_dict: dict[str, torch.Tensor],
+                    config: Any, extra: dict | None = None) -> tuple[Path, Path]:
+    """Write <stem>.safetensors and <stem>.json ({"config": ..., "extra": ...})."""
+    stem = _stem(path_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dataclass instance or dict, got {type(config).__name__}")
+    # safetensors refuses shared or non-contiguous storage; cloning keeps callers free of that detail.
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
+    weights, meta = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    save_file(tensors, str(weights))
+    meta.write_text(json.dumps({"config": config, "extra": extra or {}}, indent=2, sort_keys=True) + "\n")
+    return weights, meta
+
+
+def _verify_against_manifest(path: Path) -> None:
+    manifest_path = path.parent / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{manifest_path}: unreadable manifest ({exc}); {_FIX_HINT}") from None
+    expected = manifest.get("files", {}).get(path.name)
+    if expected is None:
+        return
+    actual = sha256_file(path)
+    if actual != expected:
+        raise CheckpointError(
+            f"{path}: sha256 {actual[:12]}... does not match {MANIFEST_NAME} ({expected[:12]}...); "
+            f"the file is corrupt, truncated or was changed; {_FIX_HINT}")
+
+
+def load_checkpoint(path_stem: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """Return (state_dict, config_dict, extra); every failure becomes one CheckpointError."""
+    stem = _stem(path_stem)
+    weights, meta = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    for p in (weights, meta):
+        if not p.is_file():
+            raise CheckpointError(f"{p}: checkpoint file missing; {_FIX_HINT}")
+        _verify_against_manifest(p)
+    try:
+        payload = json.loads(meta.read_text())
+        config, extra = payload["config"], payload.get("extra") or {}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{meta}: unreadable checkpoint config ({exc!r}); {_FIX_HINT}") from None
+    try:
+        state_dict = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({exc}); {_FIX_HINT}") from None
+    return state_dict, config, extra
+
+
+def update_manifest(folder: str | Path) -> Path:
+    """Rewrite <folder>/MANIFEST.json with the sha256 of every *.safetensors and *.json in it."""
+    folder = Path(folder)
+    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())
+             if p.is_file() and p.suffix in (".safetensors", ".json") and p.name != MANIFEST_NAME}
+    out = folder / MANIFEST_NAME
+    out.write_text(json.dumps({"algorithm": "sha256", "files": files}, indent=2, sort_keys=True) + "\n")
+    return out

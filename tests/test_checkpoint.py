@@ -1,0 +1,72 @@
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, update_manifest
+
+
+@dataclass
+class TinyConfig:
+    width: int = 4
+    name: str = "tiny"
+
+
+def _save(tmp_path, stem="model"):
+    state = {"w": torch.arange(12.0).view(3, 4), "b": torch.zeros(4)}
+    save_checkpoint(tmp_path / stem, state, TinyConfig(), {"note": "hi"})
+    return state
+
+
+def test_round_trip(tmp_path):
+    state = _save(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "model.json").is_file()
+    loaded, config, extra = load_checkpoint(tmp_path / "model")
+    assert config == {"width": 4, "name": "tiny"} and extra == {"note": "hi"}
+    for k in state:
+        assert torch.equal(loaded[k], state[k])
+
+
+def test_manifest_lists_every_weight_and_json(tmp_path):
+    _save(tmp_path, "a")
+    _save(tmp_path, "b")
+    manifest = json.loads(update_manifest(tmp_path).read_text())
+    assert sorted(manifest["files"]) == ["a.json", "a.safetensors", "b.json", "b.safetensors"]
+    load_checkpoint(tmp_path / "a")  # matching hashes load fine
+
+
+def test_manifest_mismatch_is_reported_with_fix(tmp_path):
+    _save(tmp_path)
+    update_manifest(tmp_path)
+    save_checkpoint(tmp_path / "model", {"w": torch.ones(2)}, TinyConfig())  # silently replaced
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "model")
+    msg = str(info.value)
+    assert "model." in msg and "MANIFEST.json" in msg and "git checkout -- assets/" in msg
+
+
+def test_truncated_file_without_manifest(tmp_path):
+    _save(tmp_path)
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_checkpoint(tmp_path / "model")
+
+
+def test_truncated_file_with_manifest(tmp_path):
+    _save(tmp_path)
+    update_manifest(tmp_path)
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(tmp_path / "model")
+
+
+def test_missing_and_corrupt_json(tmp_path):
+    with pytest.raises(CheckpointError, match="missing"):
+        load_checkpoint(tmp_path / "absent")
+    _save(tmp_path)
+    (tmp_path / "model.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="model.json"):
+        load_checkpoint(tmp_path / "model")
