@@ -16,6 +16,13 @@ from core.checkpoint import CheckpointError, update_manifest
 from core.data import DatasetMissingError, load_fashion_mnist
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments print one `error: ...` line (with a pointer to --help), not a usage dump."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def _command_line(argv: list[str]) -> str:
     return "python -m core " + " ".join(shlex.quote(a) for a in argv)
 
@@ -111,7 +118,7 @@ def _common(p: argparse.ArgumentParser, *, epochs: float, batch_size: int, lr: f
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    parser = argparse.ArgumentParser(prog="python -m core", description="MaGNeTS Studio command line")
+    parser = _Parser(prog="python -m core", description="MaGNeTS Studio command line")
     sub = parser.add_subparsers(dest="command", required=True)
     subcommands = {}
 
@@ -159,7 +166,7 @@ def _cuda() -> bool:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, subcommands = build_parser()
-    args = parser.parse_args(argv)  # argparse itself exits 2 with a one-line usage error
+    args = parser.parse_args(argv)  # exits 2 via _Parser.error on bad arguments
     try:
         subcommands[args.command](args, argv)
     except (DatasetMissingError, CheckpointError, ValueError) as exc:

@@ -77,3 +77,11 @@ def test_cli_reports_bad_config_field(tmp_path, capsys):
     assert main(["train-tokenizer", "--codebook-size", "1", "--data-dir", str(tmp_path)]) != 0
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "codebook_size" in err and "Traceback" not in err
+
+
+def test_cli_bad_argument_is_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train-tokenizer", "--epochs", "many"])
+    assert info.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
