@@ -1,0 +1,89 @@
+"""Attention key/value cache for decoding, and the rule that decides when to refresh it.
+
+A *refresh* pass computes every position (class token included) and stores each layer's K/V. A *reuse* pass
+computes only the active positions and overwrites their entries; everything else is read as stored. Under
+width nesting K/V widths differ per sub-model, so a cache is only valid for the size that wrote it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+REFRESH, REUSE = "refresh", "reuse"
+
+
+class KVCache:
+    """Per-layer K/V of shape (B, heads, 1 + seq_len, head_dim) plus what each entry was computed from."""
+
+    def __init__(self, layers: int):
+        self.k: list[torch.Tensor | None] = [None] * layers
+        self.v: list[torch.Tensor | None] = [None] * layers
+        self.size: str | None = None  # the sub-model that wrote the entries
+        self.tokens: torch.Tensor | None = None  # (B, seq_len) token ids the entries were computed from
+        self.step: int | None = None  # decoding step of the last refresh
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, seq_index: torch.Tensor | None):
+        """Store fresh K/V (all positions when seq_index is None, else at seq_index (B, n)); return the layer's
+        whole K/V for attention."""
+        if seq_index is None:
+            self.k[layer], self.v[layer] = k, v
+        else:
+            idx = seq_index[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+            self.k[layer] = self.k[layer].scatter(2, idx, k)
+            self.v[layer] = self.v[layer].scatter(2, idx, v)
+        return self.k[layer], self.v[layer]
+
+    def mark_written(self, tokens: torch.Tensor, positions: torch.Tensor | None, size: str, step: int):
+        """Record the tokens the entries now reflect (after a pass that wrote `positions`, or all of them)."""
+        if positions is None:
+            self.tokens, self.size, self.step = tokens.clone(), size, step
+        else:
+            self.tokens = self.tokens.scatter(1, positions, tokens.gather(1, positions))
+
+    def stale(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, seq_len) bool: positions whose token changed since its entry was written."""
+        return tokens != self.tokens
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    """When to refresh: at the first step, whenever the sub-model size changes (K/V widths differ), and once the
+    cache is `stride` steps old. stride=None means never by age: refresh only on size changes. stride=1 refreshes
+    every step, which is plain MaskGIT."""
+
+    stride: int | None = 1
+
+    def __post_init__(self):
+        if self.stride is not None and (not isinstance(self.stride, int) or self.stride < 1):
+            raise ValueError(f"cache_stride must be an integer >= 1 or 'never', got {self.stride!r}")
+
+    def action(self, cache: KVCache, step: int, size: str) -> str:
+        if cache.size != size:
+            return REFRESH
+        if self.stride is not None and step - cache.step >= self.stride:
+            return REFRESH
+        return REUSE
+
+
+def parse_stride(text: str | int | None) -> int | None:
+    """'never'/'inf'/None -> None; otherwise a positive integer, with an error that says what is accepted."""
+    if text is None:
+        return None
+    if isinstance(text, int):
+        value = text
+    else:
+        t = str(text).strip().lower()
+        if t in ("never", "inf", "infinity", "none"):
+            return None
+        try:
+            value = int(t)
+        except ValueError:
+            raise ValueError(f"cache_stride must be a positive integer or 'never', got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"cache_stride must be >= 1 (1 = refresh every step) or 'never', got {value}")
+    return value
+
+
+def format_stride(stride: int | None) -> str:
+    return "never" if stride is None else str(stride)

@@ -1,0 +1,202 @@
+"""Nested (width-sliced) bidirectional transformer over VQ tokens.
+
+One set of full-size weights serves every sub-model. Sub-model "p" uses the leading d/p features of the residual
+stream, the first H/p heads (head_dim is fixed), the first 4d/p MLP units and LayerNorm[:d/p]; the output head
+maps d/p -> the full vocabulary. Nothing is copied per size: each forward slices the stored tensors.
+
+Sequence layout: index 0 is the class token, indices 1..seq_len are token positions 0..seq_len-1.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from core.cache import KVCache
+
+# Name -> width divisor p. Order is smallest to largest; "L" (p=1) is the full model.
+DEFAULT_SIZES: dict[str, int] = {"XS": 8, "S": 4, "M": 2, "L": 1}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 512  # tokenizer codebook size; id vocab_size is [MASK]
+    num_classes: int = 10  # id num_classes is the null class (classifier-free guidance)
+    seq_len: int = 64  # tokens per sample (8x8 grid), conditioning prefix included
+    dim: int = 256
+    heads: int = 8
+    layers: int = 8
+    mlp_ratio: int = 4
+    sizes: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_SIZES))
+
+    def __post_init__(self):
+        for name in ("vocab_size", "num_classes", "seq_len", "dim", "heads", "layers", "mlp_ratio"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.dim % self.heads:
+            raise ValueError(f"ModelConfig.dim ({self.dim}) must be divisible by heads ({self.heads})")
+        if not self.sizes or 1 not in self.sizes.values():
+            raise ValueError(f"ModelConfig.sizes must include a full-size entry (divisor 1), got {self.sizes}")
+        for name, p in self.sizes.items():
+            if p < 1 or self.heads % p:
+                raise ValueError(f"ModelConfig.sizes[{name!r}] = {p}: the divisor must divide heads ({self.heads})")
+
+    @property
+    def mask_id(self) -> int:
+        return self.vocab_size
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @property
+    def full_size(self) -> str:
+        return next(n for n, p in self.sizes.items() if p == 1)
+
+    def width(self, size: str) -> int:
+        return self.dim // self.divisor(size)
+
+    def divisor(self, size: str) -> int:
+        if size not in self.sizes:
+            raise ValueError(f"unknown sub-model size {size!r}; known sizes: {', '.join(self.sizes)}")
+        return self.sizes[size]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _layer_norm(x: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
+    w = x.shape[-1]
+    return F.layer_norm(x, (w,), ln.weight[:w], ln.bias[:w], ln.eps)
+
+
+def _linear(x: torch.Tensor, lin: nn.Linear, out_features: int) -> torch.Tensor:
+    return F.linear(x, lin.weight[:out_features, : x.shape[-1]], lin.bias[:out_features])
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.dim
+        self.ln1 = nn.LayerNorm(d)
+        # Separate q/k/v so that "first H/p heads" is a leading slice of each.
+        self.q, self.k, self.v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.proj = nn.Linear(d, d)
+        self.ln2 = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, cfg.mlp_ratio * d)
+        self.fc2 = nn.Linear(cfg.mlp_ratio * d, d)
+        self.head_dim = cfg.head_dim
+        self.mlp_ratio = cfg.mlp_ratio
+
+    def forward(self, x, cache: KVCache | None = None, layer: int = 0, seq_index: torch.Tensor | None = None):
+        """x: (B, n, w). With a cache: this layer's fresh K/V are written at `seq_index` (B, n), or at every
+        position when seq_index is None, and attention reads all cached positions."""
+        B, n, w = x.shape
+        h = w // self.head_dim
+        y = _layer_norm(x, self.ln1)
+        split = lambda t: t.view(B, n, h, self.head_dim).transpose(1, 2)  # noqa: E731
+        q, k, v = split(_linear(y, self.q, w)), split(_linear(y, self.k, w)), split(_linear(y, self.v, w))
+        if cache is not None:
+            k, v = cache.write(layer, k, v, seq_index)
+        a = F.scaled_dot_product_attention(q, k, v)
+        x = x + _linear(a.transpose(1, 2).reshape(B, n, w), self.proj, w)
+        y = _layer_norm(x, self.ln2)
+        y = F.gelu(_linear(y, self.fc1, self.mlp_ratio * w))
+        return x + _linear(y, self.fc2, w)
+
+
+class NestedTransformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dim
+        self.tok_emb = nn.Embedding(cfg.vocab_size + 1, d)
+        self.cls_emb = nn.Embedding(cfg.num_classes + 1, d)
+        self.pos_emb = nn.Parameter(torch.zeros(1, cfg.seq_len + 1, d))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, cfg.vocab_size)
+        self.apply(self._init)
+        nn.init.normal_(self.pos_emb, std=0.02)
+        for b in self.blocks:  # GPT-2 style: keep the residual stream's variance flat with depth
+            nn.init.normal_(b.proj.weight, std=0.02 / math.sqrt(2 * cfg.layers))
+            nn.init.normal_(b.fc2.weight, std=0.02 / math.sqrt(2 * cfg.layers))
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        labels: torch.Tensor,
+        size: str | None = None,
+        *,
+        positions: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        logit_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits of sub-model `size` (default: full).
+
+        tokens: (B, seq_len) for a full pass, or (B, n) tokens at `positions` (B, n) for a partial pass.
+        A full pass includes the class token; with a cache it refreshes every entry. A partial pass needs a cache
+        holding the other positions' K/V: it computes only the given positions and overwrites their entries.
+        logit_index: (B, m) indices into the given tokens whose logits are wanted (default all); the head runs
+        only there, because a decoder needs logits for masked positions alone.
+        Returns (B, m, vocab_size).
+        """
+        cfg = self.cfg
+        w = cfg.width(size or cfg.full_size)
+        if positions is None:
+            x = self.tok_emb.weight[tokens, :w] + self.pos_emb[:, 1:, :w]
+            x = torch.cat([self.cls_emb.weight[labels, :w].unsqueeze(1), x], dim=1)
+            seq_index = None
+        else:
+            if cache is None:
+                raise ValueError("a partial forward (positions given) needs a KV cache holding the other positions")
+            seq_index = positions + 1
+            x = self.tok_emb.weight[tokens, :w] + self.pos_emb[0, :, :w][seq_index]
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache, i, seq_index)
+        if positions is None:
+            x = x[:, 1:]
+        if logit_index is not None:
+            x = torch.gather(x, 1, logit_index.unsqueeze(-1).expand(-1, -1, w))
+        return _linear(_layer_norm(x, self.ln_f), self.head, cfg.vocab_size)
+
+    def num_params(self, size: str | None = None) -> int:
+        """Parameters sub-model `size` touches: the size of its slices, counted on a weightless (meta) copy."""
+        with torch.device("meta"):
+            return sum(t.numel() for t in NestedTransformer(sub_config(self.cfg, size or self.cfg.full_size)).parameters())
+
+
+def sub_config(cfg: ModelConfig, size: str) -> ModelConfig:
+    """The config of a standalone transformer as wide as sub-model `size`."""
+    p = cfg.divisor(size)
+    return ModelConfig(
+        vocab_size=cfg.vocab_size, num_classes=cfg.num_classes, seq_len=cfg.seq_len, dim=cfg.dim // p,
+        heads=cfg.heads // p, layers=cfg.layers, mlp_ratio=cfg.mlp_ratio, sizes={"L": 1},
+    )
+
+
+def extract_submodel(model: NestedTransformer, size: str) -> NestedTransformer:
+    """A standalone full-size transformer of width d/p holding copies of the slices sub-model `size` uses.
+    Exists to prove the nesting (tests) and to export a small model on its own."""
+    small = NestedTransformer(sub_config(model.cfg, size))
+    state = {}
+    for name, t in model.state_dict().items():
+        target = small.state_dict()[name]
+        state[name] = t[tuple(slice(0, s) for s in target.shape)].clone()
+    small.load_state_dict(state)
+    return small

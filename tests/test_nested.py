@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from core.cache import KVCache
+from core.nested import ModelConfig, NestedTransformer, extract_submodel
+
+
+@pytest.mark.parametrize("size", ["XS", "S", "M", "L"])
+def test_submodel_equals_standalone_copy(tiny_model, size):
+    cfg = tiny_model.cfg
+    tokens = torch.randint(0, cfg.vocab_size + 1, (3, cfg.seq_len))
+    labels = torch.tensor([0, 5, cfg.null_class])
+    small = extract_submodel(tiny_model, size).eval()
+    assert small.cfg.dim == cfg.dim // cfg.sizes[size]
+    with torch.no_grad():
+        torch.testing.assert_close(tiny_model(tokens, labels, size), small(tokens, labels), rtol=1e-5, atol=1e-5)
+
+
+def test_sizes_share_weights_and_differ(tiny_model):
+    cfg = tiny_model.cfg
+    tokens = torch.randint(0, cfg.vocab_size, (2, cfg.seq_len))
+    labels = torch.tensor([1, 2])
+    with torch.no_grad():
+        outs = {s: tiny_model(tokens, labels, s) for s in cfg.sizes}
+    assert all(o.shape == (2, cfg.seq_len, cfg.vocab_size) for o in outs.values())
+    assert not torch.allclose(outs["XS"], outs["L"])
+    params = [tiny_model.num_params(s) for s in ("XS", "S", "M", "L")]
+    assert params == sorted(params) and params[-1] == sum(p.numel() for p in tiny_model.parameters())
+
+
+def test_partial_pass_against_fresh_cache_matches_full_pass(tiny_model):
+    """With a cache written from the same tokens, recomputing a subset reproduces the full pass there."""
+    cfg = tiny_model.cfg
+    tokens = torch.randint(0, cfg.vocab_size, (2, cfg.seq_len))
+    labels = torch.tensor([3, 4])
+    pos = torch.tensor([[0, 5, 9], [2, 3, 15]])
+    with torch.no_grad():
+        cache = KVCache(cfg.layers)
+        full = tiny_model(tokens, labels, "M", cache=cache)
+        part = tiny_model(tokens.gather(1, pos), labels, "M", positions=pos, cache=cache)
+    torch.testing.assert_close(part, full.gather(1, pos[..., None].expand(-1, -1, cfg.vocab_size)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_partial_pass_needs_cache(tiny_model):
+    with pytest.raises(ValueError, match="KV cache"):
+        tiny_model(torch.zeros(1, 2, dtype=torch.long), torch.tensor([0]), positions=torch.tensor([[0, 1]]))
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(dim=60, heads=8), "dim"), (dict(heads=6, dim=60), "sizes"), (dict(layers=0), "layers"),
+    (dict(sizes={"S": 2}), "sizes"),
+])
+def test_model_config_errors_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        ModelConfig(**kwargs)
+
+
+def test_unknown_size_is_named(tiny_model):
+    with pytest.raises(ValueError, match="'XXL'"):
+        tiny_model(torch.zeros(1, 16, dtype=torch.long), torch.tensor([0]), "XXL")
+
+
+def test_default_config_is_the_design_model():
+    cfg = ModelConfig()
+    assert (cfg.layers, cfg.dim, cfg.heads, cfg.seq_len, cfg.vocab_size) == (8, 256, 8, 64, 512)
+    assert [cfg.width(s) for s in ("XS", "S", "M", "L")] == [32, 64, 128, 256]
+    assert NestedTransformer(cfg).num_params("L") > 6_000_000
