@@ -1,0 +1,78 @@
+"""The shipped models as one object: nested transformer + VQ tokenizer + metric evaluator.
+
+The CLI, the app and the benchmarks all go through `Pipeline`, so they decode, score and count the same way.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.checkpoint import load_checkpoint
+from core.data import crop28
+from core.decode import DecodeConfig, DecodeResult, generate
+from core.evaluator import FashionCNN, load_evaluator
+from core.metrics import class_probs, fd_to_reference, reference_stats
+from core.nested import ModelConfig, NestedTransformer
+from core.tokenizer import VQTokenizer, load_tokenizer
+
+ASSETS = Path(os.environ.get("MAGNETS_ASSETS", Path(__file__).resolve().parents[1] / "assets"))
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_transformer(stem: str | Path, device: str = "cpu") -> NestedTransformer:
+    state, config, _ = load_checkpoint(stem)
+    model = NestedTransformer(ModelConfig(**config))
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+@dataclass
+class Pipeline:
+    model: NestedTransformer
+    tokenizer: VQTokenizer
+    evaluator: FashionCNN
+    device: str = "cpu"
+    assets: Path = ASSETS
+
+    @classmethod
+    def load(cls, assets: str | Path | None = None, device: str | None = None) -> "Pipeline":
+        """Every load is verified against assets/MANIFEST.json (a corrupt file raises CheckpointError)."""
+        assets = Path(assets or ASSETS)
+        device = device or default_device()
+        return cls(model=load_transformer(assets / "transformer", device),
+                   tokenizer=load_tokenizer(assets / "tokenizer").to(device),
+                   evaluator=load_evaluator(assets / "evaluator"), device=device, assets=assets)
+
+    def model_card(self) -> dict:
+        """The transformer checkpoint's recorded training details."""
+        return load_checkpoint(self.assets / "transformer")[2]
+
+    @torch.no_grad()
+    def images(self, tokens: np.ndarray) -> np.ndarray:
+        """(B, seq_len) token ids -> uint8 (B, 28, 28) images (the padding cropped)."""
+        t = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=self.device)
+        t = t.clamp(max=self.tokenizer.cfg.codebook_size - 1)  # a [MASK] id has no picture; callers fill them
+        return crop28(self.tokenizer.decode(t).cpu())
+
+    def generate(self, config: DecodeConfig, labels, **kwargs) -> DecodeResult:
+        return generate(self.model, config, labels, **kwargs)
+
+    def class_probs(self, images: np.ndarray) -> np.ndarray:
+        return class_probs(self.evaluator, images)
+
+    def score(self, images: np.ndarray, labels) -> dict:
+        """Label accuracy (how often the evaluator names the conditioning class) and FD to the 10k test set
+        (None below two samples)."""
+        probs = self.class_probs(images)
+        labels = np.asarray(labels)
+        stats = reference_stats(self.assets / "fmnist_test_stats")
+        # A covariance needs at least two samples; FD stays biased upward for small n.
+        fd = fd_to_reference(self.evaluator, images, stats) if len(images) >= 2 else None
+        return {"label_accuracy": float((probs.argmax(1) == labels).mean()), "fd": fd, "n": int(len(images))}
