@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 MANIFEST_NAME = "MANIFEST.json"
 _FIX_HINT = ("restore the shipped file with `git checkout -- assets/`, or retrain it "
-             "(e.g. `python -m core train-tokenizer` / `python -m core train-evaluator`)")
+             "with the command in assets/MODEL_CARD.md")
 
 
 class CheckpointError(RuntimeError):

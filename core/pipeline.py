@@ -54,6 +54,10 @@ class Pipeline:
         """The transformer checkpoint's recorded training details."""
         return load_checkpoint(self.assets / "transformer")[2]
 
+    def tuned_cfg_scale(self) -> float:
+        """The guidance scale chosen for the shipped model (`python -m core tune-cfg`); 1.0 when untuned."""
+        return float(self.model_card().get("tuned_cfg_scale", 1.0))
+
     @torch.no_grad()
     def images(self, tokens: np.ndarray) -> np.ndarray:
         """(B, seq_len) token ids -> uint8 (B, 28, 28) images (the padding cropped)."""

@@ -1,0 +1,139 @@
+"""Decoding subcommands of `python -m core`: sample and evaluate (the same functions the app uses)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.data import CLASS_NAMES
+
+
+def parse_class(text: str) -> int | None:
+    """A class index, a class name (case-insensitive, e.g. 'trouser' or 'T-shirt/top'), or 'none'."""
+    t = text.strip().lower()
+    if t in ("none", "null", "unconditional", "-1"):
+        return None
+    names = [n.lower() for n in CLASS_NAMES]
+    if t in names:
+        return names.index(t)
+    try:
+        index = int(t)
+    except ValueError:
+        raise ValueError(f"--class {text!r} is not a class: use 0..{len(CLASS_NAMES) - 1}, one of "
+                         f"{', '.join(CLASS_NAMES)}, 'all' or 'none'") from None
+    if not 0 <= index < len(CLASS_NAMES):
+        raise ValueError(f"--class {index} is out of range: classes are 0..{len(CLASS_NAMES) - 1}")
+    return index
+
+
+def add_decode_args(p: argparse.ArgumentParser) -> None:
+    from core.decode import DecodeConfig
+
+    d = DecodeConfig()
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--schedule", default=d.schedule, help="preset (baseline, magnets, decreasing, "
+                   "constant-XS, ...) or runs like XS*2,S*2,M*3,L*5")
+    p.add_argument("--cache-stride", default="never", help="refresh the KV cache every N steps; 'never' = only "
+                   "when the sub-model size changes; 1 = no reuse")
+    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the "
+                   "shipped model's tuned value)")
+    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--choice-temperature", type=float, default=d.choice_temperature)
+    p.add_argument("--mask-schedule", default=d.mask_schedule, choices=["cosine", "linear", "arccos"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--assets", default=None, help="folder with the checkpoints (default: assets/)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--threads", type=int, default=None)
+
+
+def prepare(args):
+    """Validate the decoding settings (before the slow model load), then load the pipeline.
+    Returns (pipeline, DecodeConfig); an unset --cfg takes the shipped model's tuned scale."""
+    from dataclasses import replace
+
+    import torch
+
+    from core.decode import DecodeConfig
+    from core.pipeline import Pipeline
+
+    config = DecodeConfig(steps=args.steps, schedule=args.schedule, cache_stride=args.cache_stride,
+                          mask_schedule=args.mask_schedule, temperature=args.temperature,
+                          choice_temperature=args.choice_temperature,
+                          cfg_scale=1.0 if args.cfg is None else args.cfg, seed=args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pipe = Pipeline.load(args.assets, args.device)
+    if args.cfg is None:
+        config = replace(config, cfg_scale=pipe.tuned_cfg_scale())
+    return pipe, config
+
+
+def trace_json(result, config) -> str:
+    steps = [{"step": r.step, "size": r.size, "action": r.action, "computed": r.n_computed,
+              "attended": r.n_attended, "logits": r.n_logits, "committed": r.n_committed, "flops": r.flops,
+              "total_flops": r.total_flops, "baseline_flops": r.baseline_flops, "wall_s": r.wall_time}
+             for r in result.records]
+    return json.dumps({"config": {**config.__dict__}, "total_flops": result.total_flops,
+                       "baseline_flops": result.baseline_flops, "steps": steps})
+
+
+def cmd_sample(args, argv) -> None:
+    from core.imaging import save_grid
+
+    if args.n < 1 or args.n > 10_000:
+        raise ValueError(f"--n must be between 1 and 10000, got {args.n}")
+    if not args.out and not args.grid:
+        raise ValueError("nothing to write: give --out FILE.npz and/or --grid FILE.png")
+    if args.class_.strip().lower() == "all":
+        labels = [i % len(CLASS_NAMES) for i in range(args.n)]
+    else:
+        labels = [parse_class(args.class_)] * args.n
+    pipe, config = prepare(args)
+    t0 = time.perf_counter()
+    result = pipe.generate(config, labels)
+    images = pipe.images(result.tokens)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(args.out, images=images, labels=np.array([-1 if y is None else y for y in labels]),
+                            tokens=result.tokens, trace=np.array(trace_json(result, config)))
+    if args.grid:
+        save_grid(images, args.grid, ncols=min(args.n, 10))
+    print(f"{args.n} images, {config.describe()}: {result.total_flops / 1e9:.2f} GFLOPs/image "
+          f"({result.baseline_flops / result.total_flops:.2f}x fewer than the full model every step), "
+          f"{time.perf_counter() - t0:.2f}s" + (f" -> {args.out}" if args.out else "")
+          + (f" {args.grid}" if args.grid else ""))
+
+
+def cmd_evaluate(args, argv) -> None:
+    from core.evaluate import evaluate
+
+    pipe, config = prepare(args)
+    row = evaluate(pipe, config, n_per_class=args.n_per_class, batch_size=args.batch_size,
+                   progress=lambda done, n: print(f"\r{done}/{n} samples", end="", file=sys.stderr, flush=True))
+    print(file=sys.stderr)
+    text = json.dumps(row, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+
+
+def register(sub, subcommands: dict) -> None:
+    p = sub.add_parser("sample", help="generate images with a schedule; write .npz (images, labels, trace)")
+    add_decode_args(p)
+    p.add_argument("--class", dest="class_", default="all", help="class index or name, 'all' (cycle) or 'none'")
+    p.add_argument("--n", type=int, default=10)
+    p.add_argument("--out", default=None, help="FILE.npz")
+    p.add_argument("--grid", default=None, help="FILE.png")
+    subcommands["sample"] = cmd_sample
+
+    p = sub.add_parser("evaluate", help="label accuracy, FD, GFLOPs and wall time of a schedule")
+    add_decode_args(p)
+    p.add_argument("--n-per-class", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--json", default=None, help="also write the result here")
+    subcommands["evaluate"] = cmd_evaluate
