@@ -1,0 +1,62 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import json
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HAVE_MODEL = (ROOT / "assets" / "transformer.safetensors").exists()
+needs_model = pytest.mark.skipif(not HAVE_MODEL and os.environ.get("CI") != "true",
+                                 reason="assets/transformer.safetensors not present (required under CI)")
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["sample", "--class", "12", "--out", "x.npz"], "--class 12"),
+    (["sample", "--class", "shoe", "--out", "x.npz"], "'shoe'"),
+    (["sample", "--schedule", "XS*3,L*3", "--out", "x.npz"], "steps=12"),
+    (["sample", "--schedule", "XS*6,XXL*6", "--out", "x.npz"], "XXL"),
+    (["sample", "--cache-stride", "0", "--out", "x.npz"], "cache_stride"),
+    (["sample", "--temperature", "-1", "--out", "x.npz"], "temperature"),
+    (["sample", "--steps", "0", "--schedule", "L", "--out", "x.npz"], "steps"),
+    (["sample", "--n", "0", "--out", "x.npz"], "--n"),
+    (["sample"], "--out"),
+    (["evaluate", "--bogus"], "--bogus"),
+    (["sample", "--mask-schedule", "square"], "square"),
+])
+def test_bad_arguments_exit_nonzero_with_one_clear_line(args, needle):
+    proc = run_cli(*args)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    proc = run_cli("sample", "--assets", str(tmp_path), "--out", str(tmp_path / "x.npz"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "transformer.safetensors" in proc.stderr and "missing" in proc.stderr
+
+
+@needs_model
+def test_sample_with_the_shipped_checkpoint(tmp_path):
+    out, grid = tmp_path / "s.npz", tmp_path / "s.png"
+    proc = run_cli("sample", "--class", "Trouser", "--n", "3", "--steps", "8", "--schedule", "XS*2,S*2,M*2,L*2",
+                   "--cache-stride", "2", "--seed", "1", "--out", str(out), "--grid", str(grid))
+    assert proc.returncode == 0, proc.stderr
+    data = np.load(out, allow_pickle=False)
+    assert data["images"].shape == (3, 28, 28) and data["images"].dtype == np.uint8
+    assert (data["labels"] == 1).all()
+    trace = json.loads(str(data["trace"]))
+    assert [s["size"] for s in trace["steps"]] == ["XS", "XS", "S", "S", "M", "M", "L", "L"]
+    assert {s["action"] for s in trace["steps"]} == {"refresh", "reuse"}
+    assert trace["total_flops"] < trace["baseline_flops"]
+    assert data["images"].std() > 10  # a picture, not a blank
+    assert grid.stat().st_size > 100
