@@ -72,7 +72,7 @@ def test_fd_rises_with_corruption_on_real_data():
     from core.evaluator import load_evaluator
     evaluator = load_evaluator(ASSETS / "evaluator")
     stats = reference_stats(ASSETS / "fmnist_test_stats")
-    clean = torch.from_numpy(images[:1000]).float().div(255).unsqueeze(1)
+    clean = torch.from_numpy(images[:500]).float().div(255).unsqueeze(1)
     gen = torch.Generator().manual_seed(0)
     noise = torch.randn(clean.shape, generator=gen)
     corruptions = {
