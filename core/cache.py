@@ -21,7 +21,6 @@ class KVCache:
         self.v: list[torch.Tensor | None] = [None] * layers
         self.size: str | None = None  # the sub-model that wrote the entries
         self.tokens: torch.Tensor | None = None  # (B, seq_len) token ids the entries were computed from
-        self.step: int | None = None  # decoding step of the last refresh
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, seq_index: torch.Tensor | None):
         """Store fresh K/V (all positions when seq_index is None, else at seq_index (B, n)); return the layer's
@@ -34,10 +33,10 @@ class KVCache:
             self.v[layer] = self.v[layer].scatter(2, idx, v)
         return self.k[layer], self.v[layer]
 
-    def mark_written(self, tokens: torch.Tensor, positions: torch.Tensor | None, size: str, step: int):
+    def mark_written(self, tokens: torch.Tensor, positions: torch.Tensor | None, size: str):
         """Record the tokens the entries now reflect (after a pass that wrote `positions`, or all of them)."""
         if positions is None:
-            self.tokens, self.size, self.step = tokens.clone(), size, step
+            self.tokens, self.size = tokens.clone(), size
         else:
             self.tokens = self.tokens.scatter(1, positions, tokens.gather(1, positions))
 
@@ -58,12 +57,17 @@ class CachePolicy:
         if self.stride is not None and (not isinstance(self.stride, int) or self.stride < 1):
             raise ValueError(f"cache_stride must be an integer >= 1 or 'never', got {self.stride!r}")
 
-    def action(self, cache: KVCache, step: int, size: str) -> str:
-        if cache.size != size:
-            return REFRESH
-        if self.stride is not None and step - cache.step >= self.stride:
-            return REFRESH
-        return REUSE
+    def actions(self, sizes) -> list[str]:
+        """The refresh/reuse action of every step of a size schedule: a pure function of schedule and stride,
+        so costs can be planned before anything runs."""
+        out, last_size, last_refresh = [], None, 0
+        for step, size in enumerate(sizes):
+            if size != last_size or (self.stride is not None and step - last_refresh >= self.stride):
+                out.append(REFRESH)
+                last_size, last_refresh = size, step
+            else:
+                out.append(REUSE)
+        return out
 
 
 def parse_stride(text: str | int | None) -> int | None:

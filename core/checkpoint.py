@@ -100,3 +100,12 @@ def update_manifest(folder: str | Path) -> Path:
     out = folder / MANIFEST_NAME
     out.write_text(json.dumps({"algorithm": "sha256", "files": files}, indent=2, sort_keys=True) + "\n")
     return out
+
+
+def update_extra(path_stem: str | Path, updates: dict) -> None:
+    """Merge `updates` into a checkpoint's recorded extra (e.g. a tuned decoding default) and re-sign the
+    folder's manifest. The weights are untouched."""
+    meta = _stem(path_stem).with_suffix(".json")
+    _, config, extra = load_checkpoint(path_stem)
+    meta.write_text(json.dumps({"config": config, "extra": {**extra, **updates}}, indent=2, sort_keys=True) + "\n")
+    update_manifest(meta.parent)

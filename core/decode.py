@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from core.cache import REFRESH, CachePolicy, KVCache, format_stride, parse_stride
-from core.flops import baseline_step_flops, pass_flops
+from core.flops import baseline_step_flops, pass_flops, run_flops
 from core.masking import MASK_SCHEDULES, masked_after
 from core.nested import NestedTransformer
 from core.schedule import Schedule, parse_schedule
@@ -75,6 +75,13 @@ class StepRecord:
     @property
     def total_flops(self) -> int:
         return sum(self.flops.values())
+
+
+def planned_flops(model_cfg, config: DecodeConfig, guided: bool, prefix_len: int = 0) -> list[dict[str, int]]:
+    """Per-image FLOPs of each step of `config`, computed without running the model (equals the run's records)."""
+    schedule = config.plan
+    return run_flops(model_cfg, schedule, CachePolicy(config.cache_stride).actions(schedule), config.mask_schedule,
+                     prefix_len, guided)
 
 
 def _labels_tensor(model: NestedTransformer, labels, device) -> torch.Tensor:
@@ -157,14 +164,14 @@ def decode(model: NestedTransformer, config: DecodeConfig, labels, prefix: torch
     model_labels = torch.cat([y, torch.full_like(y, cfg.null_class)]) if guided else y
     gen = torch.Generator(device=device).manual_seed(config.seed)
     cache = KVCache(cfg.layers)  # with guidance its rows B..2B-1 are the unconditional pass's cache
-    policy = CachePolicy(config.cache_stride)
+    actions = CachePolicy(config.cache_stride).actions(schedule)
 
     def run_model(size, action, masked):
         tk = tokens.repeat(passes, 1)
         if action == REFRESH:
             idx = _leading(masked, masked_counts[k]).repeat(passes, 1)
             out = model(tk, model_labels, size, cache=cache, logit_index=idx)
-            cache.mark_written(tk, None, size, k)
+            cache.mark_written(tk, None, size)
             return out, torch.ones_like(masked), cfg.seq_len + 1
         active = masked | cache.stale(tk)[:B]
         n_active = int(active[0].sum())
@@ -172,14 +179,14 @@ def decode(model: NestedTransformer, config: DecodeConfig, labels, prefix: torch
         idx = _leading(masked.gather(1, pos), masked_counts[k])
         pos2, idx2 = pos.repeat(passes, 1), idx.repeat(passes, 1)
         out = model(tk.gather(1, pos2), model_labels, size, positions=pos2, cache=cache, logit_index=idx2)
-        cache.mark_written(tk, pos2, size, k)
+        cache.mark_written(tk, pos2, size)
         return out, active, n_active
 
     for k in range(K):
         size = schedule[k]
         t0 = time.perf_counter()
         masked = tokens == cfg.mask_id
-        action = policy.action(cache, k, size)
+        action = actions[k]
         fresh_for_drift = None
         if measure_drift and action != REFRESH:
             idx = _leading(masked, masked_counts[k]).repeat(passes, 1)

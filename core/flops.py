@@ -39,6 +39,20 @@ def baseline_step_flops(cfg: ModelConfig, steps: int, mask_schedule: str = "cosi
     return [passes * sum(pass_flops(cfg, cfg.full_size, n_seq, n_seq, masked[k]).values()) for k in range(steps)]
 
 
+def run_flops(cfg: ModelConfig, sizes, actions, mask_schedule: str = "cosine", prefix_len: int = 0,
+              guided: bool = False) -> list[dict[str, int]]:
+    """Per-image FLOPs of each step of a run, known before it runs: a refresh processes every position; a reuse
+    step processes the positions masked at the previous step's input (still masked + just committed)."""
+    masked = masked_after(cfg.seq_len - prefix_len, len(sizes), mask_schedule)
+    n_seq = cfg.seq_len + 1
+    passes = 2 if guided else 1
+    out = []
+    for k, (size, action) in enumerate(zip(sizes, actions)):
+        n_q = n_seq if action == "refresh" else masked[k - 1]
+        out.append({c: passes * f for c, f in pass_flops(cfg, size, n_q, n_seq, masked[k]).items()})
+    return out
+
+
 def total(flops: dict[str, int]) -> int:
     return sum(flops.values())
 

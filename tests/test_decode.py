@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.decode import DecodeConfig, commit_step, decode, generate
+from core.decode import DecodeConfig, commit_step, decode, generate, planned_flops
 from core.flops import flop_counter
 from core.masking import masked_after
 
@@ -88,6 +88,14 @@ def test_analytic_flops_match_flop_counter(tiny_model, schedule, cfg_scale):
         seen.add((record.size, record.action))
         assert counter.get_total_flops() == 3 * record.total_flops, (record.step, record.size, record.action)
     assert {a for _, a in seen} == {"refresh", "reuse"}
+
+
+@pytest.mark.parametrize("stride", [1, 3, None])
+def test_planned_flops_equal_the_run(tiny_model, stride):
+    for cfg_scale in (1.0, 2.0):
+        config = DecodeConfig(steps=7, schedule="XS*2,M*2,L*3", cache_stride=stride, cfg_scale=cfg_scale)
+        records = generate(tiny_model, config, [1, 2]).records
+        assert planned_flops(tiny_model.cfg, config, guided=cfg_scale != 1.0) == [r.flops for r in records]
 
 
 def test_baseline_flops_equal_plain_run(tiny_model):
