@@ -1,0 +1,35 @@
+"""MaGNeTS Studio: home page. Run with `streamlit run app.py`; the other pages live in pages/."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core.schedule import parse_schedule
+from core.views import planned_actions, schedule_figure
+from pages._widgets import device_caption, load_pipeline
+
+st.set_page_config(page_title="MaGNeTS Studio", layout="wide")
+st.title("MaGNeTS Studio")
+st.markdown(
+    "A MaskGIT-style generator draws a Fashion-MNIST image as an 8x8 grid of tokens in a few parallel steps: "
+    "start fully masked, predict every masked token, commit the most confident, repeat. **MaGNeTS** "
+    "(Goyal et al., ICML 2025) makes that cheaper in two ways:\n"
+    "- **Nested sub-models.** One set of weights holds four transformers, XS, S, M and L (1/8, 1/4, 1/2 and "
+    "full width). A **size schedule** picks one per step: small models early, when little is decided, the full "
+    "model late.\n"
+    "- **Cache reuse.** Committed tokens do not change, so their attention keys and values are cached and only "
+    "the still-masked tokens are recomputed; the cache is refreshed every *cache stride* steps and whenever "
+    "the sub-model changes.")
+
+pipe = load_pipeline()
+if pipe is not None:
+    cfg = pipe.model.cfg
+    sizes = parse_schedule("magnets", 12).sizes
+    st.plotly_chart(schedule_figure(sizes, planned_actions(sizes, "never"), cfg), key="schedule")
+    st.caption(f"The default schedule `{parse_schedule('magnets', 12).text}` with the cache refreshed only when "
+               "the size changes. " + device_caption(pipe))
+
+st.markdown("**Where next**")
+st.page_link("pages/1_Generate.py", label="Generate: edit a schedule and cache stride, watch tokens fill in, "
+             "compare FLOPs and quality, export GIF/MP4")
+st.page_link("pages/2_Model.py", label="Model: the nested sizes, training curves, tokenizer reconstructions, "
+             "model card")

@@ -1,0 +1,35 @@
+"""Streamlit helpers shared by the app's pages.
+
+This is a package inside pages/ on purpose: Streamlit 1.67 turns every top-level pages/*.py (underscore or not)
+into a page, but it does not look into sub-folders, and the project layout has no other place for UI code.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from core import pipeline as pipeline_module
+from core.checkpoint import CheckpointError
+from core.pipeline import Pipeline
+
+
+@st.cache_resource(show_spinner="Loading the model (once per server process) ...")
+def _load(assets: str) -> Pipeline:
+    # One Pipeline per process, shared by every session. Sessions only read it (decode runs under no_grad and
+    # keeps its state in local tensors), which is what makes sharing safe.
+    return Pipeline.load(assets)
+
+
+def load_pipeline() -> Pipeline | None:
+    """The shared pipeline, or None after showing why it could not load (never a traceback)."""
+    try:
+        return _load(str(pipeline_module.ASSETS))
+    except CheckpointError as exc:
+        st.error(f"The model could not be loaded: {exc}")
+    except (OSError, ValueError, RuntimeError) as exc:  # e.g. a config that does not fit the weights
+        st.error(f"The model could not be loaded ({type(exc).__name__}): {exc}")
+    return None
+
+
+def device_caption(pipe: Pipeline) -> str:
+    where = "GPU (CUDA)" if pipe.device.startswith("cuda") else "CPU"
+    return f"Model runs on **{where}** · assets from `{pipe.assets}`"

@@ -1,0 +1,111 @@
+"""The Generate page's settings panel: schedule editor (preset, per-step table, text form, kept in sync), cache
+stride and sampling knobs, round-tripped through the URL query string so a link reproduces a run."""
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pandas as pd
+import streamlit as st
+
+from core.nested import ModelConfig
+from core.schedule import parse_schedule, preset
+from core.views import (CHOICES, LIMITS, STRIDE_CHOICES, Settings, apply_table_edits,
+                        matching_preset, planned_actions, preset_names, sizes_small_to_large)
+
+CUSTOM = "custom"
+ss = st.session_state
+
+
+def _init_from_url() -> bool:
+    """First run of a session: seed the widgets from the URL (defaults otherwise). True when the URL named
+    settings, i.e. the page was opened from a shared link and should reproduce the run."""
+    if "settings_ready" in ss:
+        return False
+    params = st.query_params.to_dict()
+    settings, errors = Settings.from_query(params)
+    for f in fields(Settings):
+        ss[f.name] = getattr(settings, f.name)
+    ss["preset"] = matching_preset(settings.schedule, settings.steps) or CUSTOM
+    if ss["preset"] != CUSTOM:  # show a preset named in the URL in the text form too
+        ss["schedule"] = preset(ss["preset"], settings.steps).text
+    ss["table_version"] = 0
+    ss["link"] = (_current(), errors)  # the rejected URL values are reported while the settings are the link's
+    ss["settings_ready"] = True
+    return any(f.name in params for f in fields(Settings))
+
+
+def _current() -> Settings:
+    return Settings(**{f.name: ss[f.name] for f in fields(Settings)})
+
+
+def _schedule_changed():
+    """The text form changed, or a preset/steps change rewrote it: the table must be rebuilt from the text."""
+    ss["table_version"] += 1
+
+
+def _on_preset():
+    if ss["preset"] != CUSTOM:
+        ss["schedule"] = preset(ss["preset"], ss["steps"]).text
+        _schedule_changed()
+
+
+def _on_text():
+    ss["preset"] = matching_preset(ss["schedule"], ss["steps"]) or CUSTOM
+    _schedule_changed()
+
+
+def _on_steps():
+    if ss["preset"] != CUSTOM:  # a preset stretches to any step count; a hand-written schedule must be fixed
+        _on_preset()
+    else:
+        _on_text()
+
+
+def _on_table(key: str):
+    ss["schedule"] = apply_table_edits(ss["schedule"], ss["steps"], ss[key]["edited_rows"])
+    _on_text()
+
+
+def _schedule_editor(cfg: ModelConfig):
+    st.selectbox("Schedule preset", [*preset_names(), CUSTOM], key="preset", on_change=_on_preset)
+    st.text_input("Schedule (text form)", key="schedule", on_change=_on_text,
+                  help="Runs of SIZE*COUNT, small to large, e.g. XS*2,S*2,M*3,L*5; counts sum to the steps.")
+    try:
+        sizes = parse_schedule(ss["schedule"], ss["steps"]).sizes
+    except ValueError:
+        return  # the page shows the reason; the table needs a valid schedule to show
+    table = pd.DataFrame({"step": range(1, len(sizes) + 1), "size": list(sizes),
+                          "cache": planned_actions(sizes, ss["stride"])})
+    key = f"schedule_table_{ss['table_version']}"  # a new key per outside change drops stale table edits
+    with st.expander("Per-step table", expanded=False):
+        st.data_editor(table, key=key, on_change=_on_table, args=(key,), hide_index=True, num_rows="fixed",
+                       disabled=["step", "cache"], width="stretch",
+                       column_config={"size": st.column_config.SelectboxColumn(
+                           "sub-model", options=sizes_small_to_large(cfg), required=True)})
+
+
+def settings_panel(cfg: ModelConfig) -> tuple[Settings, bool]:
+    """Draw the settings in the sidebar; return them and whether the URL asked for a run."""
+    from_link = _init_from_url()
+    with st.sidebar:
+        st.header("Settings")
+        st.number_input("Steps", *LIMITS["steps"], key="steps", on_change=_on_steps)
+        _schedule_editor(cfg)
+        strides = list(STRIDE_CHOICES) if ss["stride"] in STRIDE_CHOICES else [*STRIDE_CHOICES, ss["stride"]]
+        st.select_slider("Cache stride (refresh every N steps; never = only on size changes)", strides,
+                         key="stride")
+        st.selectbox("Class", CHOICES["cls"], key="cls")
+        st.number_input("Number of images", *LIMITS["n"], key="n")
+        st.number_input("Seed", *LIMITS["seed"], key="seed")
+        st.number_input("CFG scale (1 = no guidance)", *LIMITS["cfg"], step=0.5, key="cfg")
+        st.number_input("Temperature (0 = argmax)", *LIMITS["temperature"], step=0.1, key="temperature")
+        st.number_input("Choice temperature", *LIMITS["choice_temperature"], step=0.5, key="choice_temperature")
+        st.selectbox("Mask schedule", CHOICES["mask"], key="mask")
+    settings = _current()
+    link_settings, link_errors = ss["link"]
+    if settings == link_settings:
+        for message in link_errors:
+            st.warning(message)
+    if st.query_params.to_dict() != settings.to_query():
+        st.query_params.from_dict(settings.to_query())
+    return settings, from_link
