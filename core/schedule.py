@@ -86,10 +86,11 @@ def parse_schedule(text: str, steps: int | None = None, sizes=DEFAULT_SIZES) -> 
     text = (text or "").strip()
     if not text:
         raise ValueError("schedule is empty: give a preset (" + ", ".join(PRESETS) + ") or runs like 'XS*3,L*9'")
-    if text.lower() in PRESETS:
+    presets = {name.lower(): name for name in PRESETS}
+    if text.lower() in presets:
         if steps is None:
             raise ValueError(f"schedule preset {text!r} needs a step count")
-        return preset(text.lower(), steps)
+        return preset(presets[text.lower()], steps)
     out: list[str] = []
     for part in text.split(","):
         m = _RUN.match(part.strip())

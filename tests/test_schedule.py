@@ -20,6 +20,7 @@ def test_presets():
         for k in (1, 4, 12, 17, 64):
             assert len(preset(name, k)) == k
     assert parse_schedule("magnets", 12) == preset("magnets", 12)
+    assert parse_schedule("constant-XS", 5) == parse_schedule("Constant-xs", 5) == parse_schedule("XS*5")
     assert preset("magnets", 3)[-1] == "L"  # the full model keeps the last step even when steps are scarce
 
 
