@@ -135,6 +135,27 @@ def _leading(mask: torch.Tensor, n: int) -> torch.Tensor:
     return torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :n]
 
 
+def _forward(model, cache: KVCache, tokens, labels, size: str, action: str, masked, n_masked: int):
+    """One cached pass. `tokens`/`labels` hold every pass's rows (guidance stacks the unconditional copy below
+    the conditional one); `masked` is (B, seq_len) for the B samples. Returns (logits (passes*B, n_masked, V) of
+    the masked positions in ascending order, computed (B, seq_len) bool, positions processed per sample)."""
+    B = masked.shape[0]
+    passes = tokens.shape[0] // B
+    if action == REFRESH:
+        idx = _leading(masked, n_masked).repeat(passes, 1)
+        out = model(tokens, labels, size, cache=cache, logit_index=idx)
+        cache.mark_written(tokens, None, size)
+        return out, torch.ones_like(masked), tokens.shape[1] + 1
+    # Reuse: masked positions plus those committed since their entry was written; all other K/V are read.
+    active = masked | cache.stale(tokens)[:B]
+    n_active = int(active[0].sum())
+    pos = _leading(active, n_active).repeat(passes, 1)
+    idx = _leading(masked.gather(1, pos[:B]), n_masked).repeat(passes, 1)
+    out = model(tokens.gather(1, pos), labels, size, positions=pos, cache=cache, logit_index=idx)
+    cache.mark_written(tokens, pos, size)
+    return out, active, n_active
+
+
 @torch.no_grad()
 def decode(model: NestedTransformer, config: DecodeConfig, labels, prefix: torch.Tensor | None = None,
            measure_drift: bool = False):
@@ -166,35 +187,19 @@ def decode(model: NestedTransformer, config: DecodeConfig, labels, prefix: torch
     cache = KVCache(cfg.layers)  # with guidance its rows B..2B-1 are the unconditional pass's cache
     actions = CachePolicy(config.cache_stride).actions(schedule)
 
-    def run_model(size, action, masked):
-        tk = tokens.repeat(passes, 1)
-        if action == REFRESH:
-            idx = _leading(masked, masked_counts[k]).repeat(passes, 1)
-            out = model(tk, model_labels, size, cache=cache, logit_index=idx)
-            cache.mark_written(tk, None, size)
-            return out, torch.ones_like(masked), cfg.seq_len + 1
-        active = masked | cache.stale(tk)[:B]
-        n_active = int(active[0].sum())
-        pos = _leading(active, n_active)
-        idx = _leading(masked.gather(1, pos), masked_counts[k])
-        pos2, idx2 = pos.repeat(passes, 1), idx.repeat(passes, 1)
-        out = model(tk.gather(1, pos2), model_labels, size, positions=pos2, cache=cache, logit_index=idx2)
-        cache.mark_written(tk, pos2, size)
-        return out, active, n_active
-
     for k in range(K):
         size = schedule[k]
         t0 = time.perf_counter()
         masked = tokens == cfg.mask_id
+        mpos = _leading(masked, masked_counts[k])
         action = actions[k]
         fresh_for_drift = None
-        if measure_drift and action != REFRESH:
-            idx = _leading(masked, masked_counts[k]).repeat(passes, 1)
-            fresh_for_drift = model(tokens.repeat(passes, 1), model_labels, size, logit_index=idx)
+        if measure_drift and action != REFRESH:  # a cache-free pass to compare with, outside the timing
+            fresh_for_drift = model(tokens.repeat(passes, 1), model_labels, size, logit_index=mpos.repeat(passes, 1))
             t0 = time.perf_counter()
-        out, computed, n_computed = run_model(size, action, masked)
+        out, computed, n_computed = _forward(model, cache, tokens.repeat(passes, 1), model_labels, size, action,
+                                             masked, masked_counts[k])
         logits = out[B:] + config.cfg_scale * (out[:B] - out[B:]) if guided else out
-        mpos = _leading(masked, masked_counts[k])
         sampled, conf, commit = commit_step(logits, k, K, masked_counts[k + 1], config, gen)
         tokens.scatter_(1, mpos, torch.where(commit, sampled, cfg.mask_id))
         if device.type == "cuda":
