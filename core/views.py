@@ -135,6 +135,7 @@ STATE_NAMES = ("masked", "committed earlier, cached", "committed earlier, recomp
 STATE_COLOURS = np.array([[60, 60, 70], [70, 130, 180], [240, 170, 60], [220, 60, 60]], dtype=np.uint8)
 SIZE_COLOURS = np.array([[190, 220, 250], [120, 180, 240], [50, 120, 210], [10, 50, 140]], dtype=np.uint8)
 UNSET = np.array([40, 40, 45], dtype=np.uint8)
+NOT_SAMPLED = np.array([150, 150, 150], dtype=np.uint8)  # lighter than "unsure", which is dark
 
 
 def grid_side(seq_len: int) -> int:
@@ -192,7 +193,7 @@ def confidence_picture(confidence: np.ndarray) -> np.ndarray:
     c = confidence.reshape(grid_side(confidence.size), -1)
     finite = np.isfinite(c)
     colours = np.empty((*c.shape, 3), dtype=np.uint8)
-    colours[:] = UNSET
+    colours[:] = NOT_SAMPLED
     if finite.any():
         lo, hi = c[finite].min(), c[finite].max()
         t = (c[finite] - lo) / (hi - lo) if hi > lo else np.ones(finite.sum())

@@ -26,7 +26,7 @@ except ValueError as exc:
     st.error(f"Cannot run with these settings: {exc}")
     st.stop()
 
-left, right = st.columns([1, 3])
+left, right = st.columns([1, 1, 2])[:2]
 run = left.button("Generate", type="primary", key="run")
 ss["sample"] = min(ss.get("sample", 1), settings.n)  # the batch may have shrunk since the last run
 sample = right.number_input("Sample shown in the grids", 1, settings.n, key="sample") - 1 if settings.n > 1 else 0

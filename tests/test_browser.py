@@ -112,15 +112,15 @@ def test_generate_page_end_to_end(server, browser):
     page.wait_for_timeout(1000)
     fp2 = _run_and_wait(page, fp1)
     second = _headline(page)
-    page.screenshot(path=str(ARTIFACTS / "generate_changed.png"), full_page=True)
 
     assert first != second, f"the FLOPs headline did not change with the settings: {first!r}"
     assert "stride" in page.url and "stride=1" in page.url and "XS" in page.url, page.url
     main = page.locator("[data-testid='stMain']")
     images = main.get_by_role("img")
-    assert images.count() >= 4  # decoded image, token state grid, sub-model grid, confidence map
-    assert all(images.nth(i).is_visible() for i in range(4))
-    assert main.locator(".js-plotly-plot").first.is_visible()
+    for i in range(4):  # decoded image, token state grid, sub-model grid, confidence map
+        images.nth(i).wait_for(state="visible", timeout=30_000)
+    main.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=30_000)  # the FLOPs chart
+    page.screenshot(path=str(ARTIFACTS / "generate_changed.png"), full_page=True)
     assert fp2 != fp1
     page.close()
 
@@ -149,3 +149,22 @@ def test_two_sessions_at_once_match_single_sessions(server, browser):
         page.context.close()
     assert together == alone
     assert together[0] != together[1]  # and the sessions did not see each other's settings
+
+
+def test_schedule_table_edit_updates_the_text_form(server, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(f"{server}/Generate", wait_until="networkidle")
+    page.get_by_text("Per-step table").click()
+    grid = page.locator("[data-testid='stDataFrameResizable']").first
+    grid.wait_for()
+    box = grid.bounding_box()
+    # The grid is a canvas: double-click the first row's sub-model cell (second column, below the header row).
+    page.mouse.dblclick(box["x"] + 90, box["y"] + 52)
+    page.get_by_role("option", name="L", exact=True).first.click()
+    page.mouse.click(box["x"] + 100, box["y"] - 200)  # click outside the grid to commit the edit
+    text = page.get_by_role("textbox", name="Schedule (text form)")
+    page.wait_for_function("() => document.querySelector(\"input[aria-label='Schedule (text form)']\")"
+                           ".value.startsWith('L*1')", timeout=30_000)
+    assert text.input_value() == "L*1,XS*1,S*2,M*3,L*5"
+    assert "schedule=L%2A1" in page.url
+    page.close()
