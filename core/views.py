@@ -244,7 +244,7 @@ def flops_headline(rows: list[dict]) -> str:
 
 def flops_figures(rows: list[dict], steps: int) -> tuple[go.Figure, go.Figure]:
     """(per-step stacked bars: components + saved by cache, with the baseline as a line; cumulative GFLOPs of
-    this run against the baseline). The x axis always spans every step, so a live run fills in from the left."""
+    this run against the baseline)."""
     x = [r["step"] for r in rows]
     per_step = go.Figure()
     for c in COMPONENTS:
@@ -253,14 +253,19 @@ def flops_figures(rows: list[dict], steps: int) -> tuple[go.Figure, go.Figure]:
                      marker=dict(color="rgba(150,150,150,0.35)", pattern_shape="/"))
     per_step.add_scatter(x=x, y=[r["baseline"] / 1e6 for r in rows], name="full model, no cache",
                          mode="lines+markers", line=dict(color="black", dash="dot"))
-    per_step.update_layout(barmode="stack", title="MFLOPs per step (per image)", height=320,
-                           xaxis=dict(title="step", range=[0.5, steps + 0.5], dtick=1), margin=dict(t=40, b=10))
+    per_step.update_layout(barmode="stack", title="MFLOPs per step (per image)", **_step_axis(steps))
     cumulative = go.Figure()
     for key, name in (("total", "this run"), ("baseline", "full model, no cache")):
         cumulative.add_scatter(x=x, y=np.cumsum([r[key] for r in rows]) / 1e9, name=name, mode="lines+markers")
-    cumulative.update_layout(title="cumulative GFLOPs (per image)", height=320, margin=dict(t=40, b=10),
-                             xaxis=dict(title="step", range=[0.5, steps + 0.5], dtick=1))
+    cumulative.update_layout(title="cumulative GFLOPs (per image)", **_step_axis(steps))
     return per_step, cumulative
+
+
+def _step_axis(steps: int) -> dict:
+    """Layout shared by the per-step charts: the x axis spans every step (so a live run fills in from the left)
+    and the legend sits below, because the charts stand three abreast."""
+    return dict(height=380, margin=dict(t=40, b=10, l=10, r=10), legend=dict(orientation="h", y=-0.25),
+                xaxis=dict(title="step", range=[0.5, steps + 0.5]))
 
 
 def schedule_figure(sizes, actions, cfg: ModelConfig) -> go.Figure:
@@ -281,10 +286,9 @@ def step_quality(probs: np.ndarray, label: int | None) -> float:
     return float(probs.max(1).mean() if label is None else probs[:, label].mean())
 
 
-def quality_figure(p_class: list[float]) -> go.Figure:
+def quality_figure(p_class: list[float], steps: int) -> go.Figure:
     fig = go.Figure(go.Scatter(x=list(range(1, len(p_class) + 1)), y=p_class, mode="lines+markers"))
-    fig.update_layout(title="evaluator's probability of the requested class (preview after each step)",
-                      height=280, yaxis=dict(range=[0, 1]), xaxis=dict(title="step", dtick=1), margin=dict(t=40))
+    fig.update_layout(title="p(requested class) of the preview", yaxis=dict(range=[0, 1.02]), **_step_axis(steps))
     return fig
 
 
@@ -293,7 +297,7 @@ def history_figure(history: list[dict]) -> go.Figure:
                                mode="markers+text", text=[str(i + 1) for i in range(len(history))],
                                textposition="top center", hovertext=[h["describe"] for h in history]))
     fig.update_layout(title="this session's runs: quality vs GFLOPs per image", height=300, margin=dict(t=40),
-                      xaxis=dict(title="GFLOPs per image"), yaxis=dict(title="p(class) / accuracy", range=[0, 1.05]))
+                      xaxis=dict(title="GFLOPs per image"), yaxis=dict(title="p(requested class)", range=[0, 1.05]))
     return fig
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.views import (animation_frames, gif_bytes, history_figure, image_tile, mp4_bytes, png_bytes,
-                        quality_figure, trace_json)
+from core.views import animation_frames, gif_bytes, history_figure, image_tile, mp4_bytes, png_bytes, trace_json
 from pages._widgets import device_caption, load_pipeline
 from pages._widgets.settings import settings_panel
 from pages._widgets.trace_view import StepView, Trace, replay, run_live
@@ -42,7 +41,7 @@ if run or from_link:
     ss["trace"] = trace
     ss.setdefault("history", []).append({
         "gflops": sum(r.total_flops for r in trace.records) / 1e9,
-        "quality": trace.score["label_accuracy"] if trace.score else trace.p_class[-1],
+        "quality": trace.p_class[-1],
         "describe": f"{config.describe()} | {settings.cls} | seed {settings.seed}"})
     ss["scrub_pending"] = len(trace.records)
     st.rerun()  # redraw as a finished run: scrubber, quality and exports
@@ -72,13 +71,11 @@ else:
 st.caption(f"Tokens fingerprint `{trace.fingerprint()}` (equal settings give an equal fingerprint)")
 
 st.subheader("Quality")
-q_left, q_right = st.columns(2)
-q_left.plotly_chart(quality_figure(trace.p_class), key="quality")
 if trace.score:
     fd = "n/a (needs 2+ images)" if trace.score["fd"] is None else f"{trace.score['fd']:.1f}"
-    q_left.markdown(f"Label accuracy **{trace.score['label_accuracy']:.0%}** on {trace.score['n']} image(s) · "
-                    f"FD to the test set {fd} (biased upward at small n)")
-q_right.plotly_chart(history_figure(ss["history"]), key="history")
+    st.markdown(f"Label accuracy **{trace.score['label_accuracy']:.0%}** on {trace.score['n']} image(s) · "
+                f"FD to the test set {fd} (biased upward at small n)")
+st.plotly_chart(history_figure(ss["history"]), key="history")
 
 st.subheader("Export")
 exports = trace.exports

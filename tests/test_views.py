@@ -11,7 +11,8 @@ import pytest
 from core.decode import DecodeConfig, generate
 from core.views import (CLASS_CHOICES, Settings, animation_frames, apply_table_edits, committed_sizes,
                         confidence_picture, flops_figures, flops_headline, flops_rows, gif_bytes, image_tile,
-                        matching_preset, mp4_bytes, planned_actions, png_bytes, read_metrics, schedule_figure,
+                        matching_preset, mp4_bytes, planned_actions, png_bytes, quality_figure, read_metrics,
+                        schedule_figure,
                         size_picture, sizes_table, state_picture, step_quality, token_states, trace_json,
                         training_figures)
 
@@ -126,6 +127,7 @@ def test_step_quality():
     probs = np.array([[0.7, 0.3], [0.2, 0.8]])
     assert step_quality(probs, 0) == pytest.approx(0.45)
     assert step_quality(probs, None) == pytest.approx(0.75)
+    assert quality_figure([0.2, 0.5], steps=6).layout.xaxis.range == (0.5, 6.5)  # room for the steps to come
 
 
 def test_model_page_helpers(tiny_model, tmp_path):

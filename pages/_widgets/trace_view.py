@@ -13,8 +13,8 @@ from core.decode import DecodeConfig, StepRecord, decode
 from core.pipeline import Pipeline
 from core.views import (SIZE_COLOURS, STATE_COLOURS, STATE_NAMES, Settings, committed_sizes,
                         confidence_picture, flops_figures, flops_headline, flops_rows, image_tile,
-                        legend_markdown, size_picture, sizes_small_to_large, state_picture, step_quality,
-                        token_states)
+                        legend_markdown, quality_figure, size_picture, sizes_small_to_large, state_picture,
+                        step_quality, token_states)
 
 
 @dataclass
@@ -56,8 +56,7 @@ class StepView:
         cols[1].markdown(legend_markdown(STATE_NAMES, STATE_COLOURS), unsafe_allow_html=True)
         cols[2].markdown(legend_markdown(order, SIZE_COLOURS), unsafe_allow_html=True)
         cols[3].caption("dark = unsure, yellow = sure, grey = not sampled")
-        chart_cols = st.columns(2)
-        self.charts = [c.empty() for c in chart_cols]
+        self.charts = [c.empty() for c in st.columns(3)]
 
     def draw(self, trace: Trace, k: int, sample: int, tag: str):
         """Show step k (0-based) of `trace`; `tag` keeps chart ids unique when one script run draws twice."""
@@ -77,8 +76,9 @@ class StepView:
         self.cells[2].image(size_picture(committed_sizes(trace.records, k, sample), sizes_small_to_large(cfg)),
                             width="stretch")
         self.cells[3].image(confidence_picture(r.confidence[sample]), width="stretch")
-        for chart, fig, name in zip(self.charts, flops_figures(rows, steps), ("step", "cumulative")):
-            chart.plotly_chart(fig, width="stretch", key=f"flops-{name}-{tag}")
+        figures = (*flops_figures(rows, steps), quality_figure(trace.p_class[: k + 1], steps))
+        for chart, fig, name in zip(self.charts, figures, ("flops-step", "flops-cumulative", "quality")):
+            chart.plotly_chart(fig, width="stretch", key=f"{name}-{tag}")
 
 
 def run_live(pipe: Pipeline, settings: Settings, config: DecodeConfig, view: StepView, sample: int) -> Trace:
