@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from core import cli_decode
+from core import cli_decode, cli_sweep
 from core.checkpoint import CheckpointError, update_manifest
 from core.data import DatasetMissingError, load_fashion_mnist
 
@@ -157,6 +157,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     p.add_argument("--threads", type=int, default=None)
     subcommands["train"] = cmd_train
     cli_decode.register(sub, subcommands)
+    cli_sweep.register(sub, subcommands)
     return parser, subcommands
 
 

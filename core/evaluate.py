@@ -1,12 +1,14 @@
 """Score a decoding setting: class-balanced samples on fixed seeds -> label accuracy, FD, GFLOPs, wall time.
 
 Every setting is scored on the same (class, seed) pairs, so differences between settings are not sampling noise
-in which images were asked for. Batch b of a run uses seed `seed + b`.
+in which images were asked for. Batch b of a run uses seed `seed + b`, whoever generates it: that is what lets
+`Ranks` split the batches over processes (rank r takes b % world == r) and still give the 1-process result.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 
@@ -21,32 +23,79 @@ def balanced_labels(n_per_class: int, num_classes: int) -> list[int]:
     return [c for c in range(num_classes) for _ in range(n_per_class)]
 
 
-def sample_images(pipe: Pipeline, config: DecodeConfig, labels: list[int], batch_size: int = 100,
-                  progress=None) -> tuple[np.ndarray, dict]:
-    """Generate one image per label in batches; returns (uint8 images (n,28,28), cost summary per image)."""
+@dataclass(frozen=True)
+class Ranks:
+    """This process's share of a sharded run. `gather(obj)` returns every rank's obj (in rank order) on rank 0
+    and None elsewhere; `broadcast(obj)` returns rank 0's obj on every rank. The default is the 1-process run."""
+
+    rank: int = 0
+    world: int = 1
+    gather: Callable[[object], list | None] = field(default=lambda obj: [obj], compare=False)
+    broadcast: Callable[[object], object] = field(default=lambda obj: obj, compare=False)
+
+    def __post_init__(self):
+        if not 0 <= self.rank < self.world:
+            raise ValueError(f"rank {self.rank} is not in 0..{self.world - 1}")
+
+
+@dataclass
+class Shard:
+    """The batches one rank generated, and their summed per-image costs."""
+
+    images: dict[int, np.ndarray] = field(default_factory=dict)  # batch index -> uint8 (b, 28, 28)
+    flops: int = 0
+    baseline: int = 0
+    wall: float = 0.0
+
+
+def sample_shard(pipe: Pipeline, config: DecodeConfig, labels: list[int], batch_size: int = 100,
+                 ranks: Ranks = Ranks(), progress=None) -> Shard:
+    """Generate the batches b with b % world == rank. progress(done, total) counts this rank's images."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    images, flops, baseline, wall = [], 0, 0, 0.0
-    for b, start in enumerate(range(0, len(labels), batch_size)):
+    starts = list(range(0, len(labels), batch_size))[ranks.rank::ranks.world]
+    total = sum(len(labels[s:s + batch_size]) for s in starts)
+    shard, done = Shard(), 0
+    for start in starts:
+        b = start // batch_size
         chunk = labels[start:start + batch_size]
         t0 = time.perf_counter()
         result = pipe.generate(replace(config, seed=config.seed + b), chunk)
-        wall += time.perf_counter() - t0
-        images.append(pipe.images(result.tokens))
-        flops += result.total_flops * len(chunk)
-        baseline += result.baseline_flops * len(chunk)
+        shard.wall += time.perf_counter() - t0
+        shard.images[b] = pipe.images(result.tokens)
+        shard.flops += result.total_flops * len(chunk)
+        shard.baseline += result.baseline_flops * len(chunk)
+        done += len(chunk)
         if progress is not None:
-            progress(start + len(chunk), len(labels))
-    n = len(labels)
-    return np.concatenate(images), {"gflops_per_image": flops / n / 1e9, "baseline_gflops_per_image": baseline / n / 1e9,
-                                    "flops_ratio": baseline / flops, "wall_s": wall}
+            progress(done, total)
+    return shard
+
+
+def merge_shards(shards: list[Shard], n: int) -> tuple[np.ndarray, dict]:
+    """All ranks' batches in batch order, and the cost summary per image. wall_s sums the generation time of
+    every batch, so it is comparable between 1-process and sharded runs (it is not the elapsed time)."""
+    images = {b: im for s in shards for b, im in s.images.items()}
+    flops, baseline = sum(s.flops for s in shards), sum(s.baseline for s in shards)
+    return np.concatenate([images[b] for b in sorted(images)]), {
+        "gflops_per_image": flops / n / 1e9, "baseline_gflops_per_image": baseline / n / 1e9,
+        "flops_ratio": baseline / flops, "wall_s": sum(s.wall for s in shards)}
+
+
+def sample_images(pipe: Pipeline, config: DecodeConfig, labels: list[int], batch_size: int = 100,
+                  progress=None) -> tuple[np.ndarray, dict]:
+    """Generate one image per label in batches; returns (uint8 images (n,28,28), cost summary per image)."""
+    return merge_shards([sample_shard(pipe, config, labels, batch_size, progress=progress)], len(labels))
 
 
 def evaluate(pipe: Pipeline, config: DecodeConfig, n_per_class: int = 100, batch_size: int = 100,
-             progress=None) -> dict:
-    """One row of results for `config` (the schedule's text form, stride, quality and cost)."""
+             progress=None, ranks: Ranks = Ranks()) -> dict | None:
+    """One row of results for `config` (the schedule's text form, stride, quality and cost). Sharded over
+    `ranks`: every rank must call it; rank 0 scores the gathered images and gets the row, the others None."""
     labels = balanced_labels(n_per_class, pipe.model.cfg.num_classes)
-    images, cost = sample_images(pipe, config, labels, batch_size, progress)
+    shards = ranks.gather(sample_shard(pipe, config, labels, batch_size, ranks, progress))
+    if shards is None:
+        return None
+    images, cost = merge_shards(shards, len(labels))
     quality = pipe.score(images, labels)
     return {"schedule": config.plan.text, "stride": format_stride(config.cache_stride), **cost, **quality,
             "config": asdict(config)}

@@ -1,0 +1,129 @@
+"""Sweep and search subcommands of `python -m core` (the same functions the Sweep page uses).
+
+    python -m core sweep --schedules baseline magnets --strides 1 never --n-per-class 100 --out assets/sweep.csv
+    torchrun --nproc_per_node 4 -m core sweep ...      # the same rows, each process generating a share
+    python -m core sweep --markdown assets/sweep.csv   # the CSV as a markdown table (README "Results")
+    python -m core search --ratio 0.333                # best schedule + stride within a third of the baseline
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from core.cli_decode import add_decode_args, prepare
+
+
+class _Refuse(argparse.Action):
+    """An inherited decode option that the command decides itself: say so rather than ignore it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} does not apply here: the search picks the schedule and cache stride "
+                     "(use --compare or --include to score particular settings)")
+
+
+def _prepare(args):
+    """cli_decode.prepare for commands that vary the schedule and stride themselves."""
+    return prepare(argparse.Namespace(**{**vars(args), "schedule": "baseline", "cache_stride": "never"}))
+
+
+def _eprint(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_sweep(args, argv) -> None:
+    from core.decode import DecodeConfig
+    from core.sweep import distributed_ranks, markdown_table, read_rows, run_sweep, save_plot, sweep_items
+
+    if args.markdown:
+        rows = read_rows(args.markdown)
+        print(markdown_table(rows), end="")
+        if args.plot:
+            save_plot(rows, args.plot)
+        return
+    if args.n_per_class < 1 or args.batch_size < 1:
+        raise ValueError("--n-per-class and --batch-size must be >= 1")
+    sweep_items(DecodeConfig(steps=args.steps), args.schedules, args.strides)  # bad input fails before the load
+    ranks = distributed_ranks()
+    if ranks.world > 1 and args.device is None:
+        import torch
+        if torch.cuda.is_available():
+            args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    pipe, base = _prepare(args)
+    items = sweep_items(base, args.schedules, args.strides)
+    lead = ranks.rank == 0
+
+    def progress(i, done, total):
+        print(f"\r[{i + 1}/{len(items)}] {items[i].name} | stride {items[i].key[1]}: {done}/{total} samples"
+              + (f" on rank 0 of {ranks.world}" if ranks.world > 1 else ""), end="", file=sys.stderr, flush=True)
+
+    rows = run_sweep(pipe, items, args.n_per_class, args.batch_size, args.out, ranks,
+                     progress if lead and sys.stderr.isatty() else None, (lambda m: _eprint("\r" + m)) if lead else None)
+    if not lead:
+        return
+    print(markdown_table(rows), end="")
+    plot = None if args.no_plot else args.plot or Path(args.out).with_suffix(".png")
+    if plot:
+        save_plot(rows, plot)
+    _eprint(f"{len(rows)} rows in {args.out}" + (f", plot {plot}" if plot else ""))
+
+
+def cmd_search(args, argv) -> None:
+    from core.search import resolve_budget, run_search
+    from core.sweep import markdown_table
+
+    pipe, base = _prepare(args)
+    budget = resolve_budget(pipe.model.cfg, base, args.budget, args.ratio)
+    result = run_search(pipe, base, budget, args.candidates, args.val_n_per_class, args.n_per_class,
+                        args.batch_size, args.include, args.compare, granularity=args.granularity, log=_eprint)
+    result["command"] = "python -m core " + " ".join(argv)
+    w = result["winner"]
+    print(f"budget {budget:.3f} GFLOPs per image ({budget / result['baseline_gflops']:.3f} of the baseline's "
+          f"{result['baseline_gflops']:.3f}); found {w['schedule']} @ stride {w['stride']} ({w['gflops']:.3f})")
+    print(markdown_table(result["report"]), end="")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        _eprint(f"details in {args.json}")
+
+
+def register(sub, subcommands: dict) -> None:
+    from core.search import DEFAULT_COMPARE
+    from core.sweep import DEFAULT_SCHEDULES, DEFAULT_STRIDES
+
+    # conflict_handler="resolve": the plural options below take over the single-setting --schedule and
+    # --cache-stride of add_decode_args, so one name means one thing.
+    p = sub.add_parser("sweep", conflict_handler="resolve",
+                       help="score schedules x cache strides on the same samples; CSV (resumable) + plot")
+    add_decode_args(p)
+    p.add_argument("--schedules", "--schedule", nargs="+", default=list(DEFAULT_SCHEDULES),
+                   help="presets, text forms (XS*3,L*9) or the family monotone[/G] (default: every preset)")
+    p.add_argument("--strides", "--cache-stride", nargs="+", default=list(DEFAULT_STRIDES),
+                   help="cache strides: integers >= 1 or never (default: 1 2 4 never)")
+    p.add_argument("--n-per-class", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--out", default="runs/sweep.csv", help="CSV; rows already in it are skipped (resume)")
+    p.add_argument("--plot", default=None, help="PNG of FD vs GFLOPs (default: next to --out)")
+    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--markdown", default=None, metavar="CSV", help="only print this sweep CSV as a markdown table")
+    subcommands["sweep"] = cmd_sweep
+
+    p = sub.add_parser("search", conflict_handler="resolve",
+                       help="best schedule + cache stride (lowest FD) within a GFLOPs budget")
+    add_decode_args(p)
+    p.add_argument("--schedule", "--cache-stride", nargs="?", action=_Refuse, help=argparse.SUPPRESS)
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--budget", type=float, help="GFLOPs per image")
+    budget.add_argument("--ratio", type=float, help="fraction of the baseline's GFLOPs per image, e.g. 0.333")
+    p.add_argument("--candidates", type=int, default=8, help="frontier candidates to score (presets added)")
+    p.add_argument("--val-n-per-class", type=int, default=10, help="first validation round; doubles each round")
+    p.add_argument("--n-per-class", type=int, default=100, help="for the reported seeds")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--granularity", type=int, default=1, help="allocate steps in blocks of this many")
+    p.add_argument("--include", nargs="*", default=["magnets@never"], help="SCHEDULE@STRIDE always shortlisted")
+    p.add_argument("--compare", nargs="*", default=list(DEFAULT_COMPARE),
+                   help="SCHEDULE@STRIDE re-scored next to the winner on the reported seeds")
+    p.add_argument("--json", default="runs/search.json", help="write the details here")
+    subcommands["search"] = cmd_search
