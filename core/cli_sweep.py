@@ -56,11 +56,13 @@ def cmd_sweep(args, argv) -> None:
     lead = ranks.rank == 0
 
     def progress(i, done, total):
-        print(f"\r[{i + 1}/{len(items)}] {items[i].name} | stride {items[i].key[1]}: {done}/{total} samples"
-              + (f" on rank 0 of {ranks.world}" if ranks.world > 1 else ""), end="", file=sys.stderr, flush=True)
+        where = f" on rank 0 of {ranks.world}" if ranks.world > 1 else ""
+        print(f"\r[{i + 1}/{len(items)}] {items[i].name} | stride {items[i].key[1]}: {done}/{total} samples{where}",
+              end="", file=sys.stderr, flush=True)
 
-    rows = run_sweep(pipe, items, args.n_per_class, args.batch_size, args.out, ranks,
-                     progress if lead and sys.stderr.isatty() else None, (lambda m: _eprint("\r" + m)) if lead else None)
+    live = lead and sys.stderr.isatty()  # a \r progress line only on a terminal, not in a log file
+    rows = run_sweep(pipe, items, args.n_per_class, args.batch_size, args.out, ranks, progress if live else None,
+                     (lambda m: _eprint("\r" + m)) if lead else None)
     if not lead:
         return
     print(markdown_table(rows), end="")

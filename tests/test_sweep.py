@@ -1,5 +1,6 @@
-"""Sweeps: the schedule family, the Pareto front on a fixed table, resumable CSV rows, one-line CLI errors, and a
-2-process torchrun sweep that must reproduce the 1-process CSV (tiny random models, so it runs in seconds)."""
+"""Sweeps: the schedule family, the Pareto front on a fixed table, resumable CSV rows, one-line CLI errors, a
+2-process torchrun sweep that must reproduce the 1-process CSV (tiny random models, so it runs in seconds), and
+the Compare page's token-diff overlay."""
 from __future__ import annotations
 
 import csv
@@ -10,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core.__main__ import main
@@ -119,3 +121,17 @@ def test_bad_sweep_input_is_one_error_line(args, message, capsys, tmp_path):
     assert main(["sweep", "--out", str(tmp_path / "x.csv"), *args]) != 0
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_compare_diff_overlay_tints_only_differing_tokens():
+    from core.compare import diff_overlay, token_diff
+
+    images = np.full((1, 28, 28), 100, dtype=np.uint8)
+    reference = np.zeros((1, 64), dtype=np.int64)
+    tokens = reference.copy()
+    tokens[0, 0] = tokens[0, 63] = 5  # the corner tokens: 4x4 px each, 2 px of which lie in the padding
+    rgb = diff_overlay(images, token_diff(tokens, reference))
+    red = (rgb[0, :, :, 0] > rgb[0, :, :, 1])
+    assert red[:2, :2].all() and red[-2:, -2:].all() and red.sum() == 8
+    with pytest.raises(ValueError, match="differ in shape"):
+        token_diff(tokens, reference[:, :32])

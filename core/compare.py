@@ -1,0 +1,105 @@
+"""Side-by-side runs for the Compare page: several decoding settings on the same labels and seed.
+
+Kept out of the page (core never imports Streamlit) so the data shaping is unit-tested without a browser.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+
+from core.data import PAD
+from core.decode import DecodeConfig, DecodeResult
+from core.views import step_quality
+
+DIFF_COLOUR = np.array([230, 40, 40], dtype=np.float64)
+
+
+@dataclass
+class Run:
+    """One setting's run: what was asked, what came out, and its scores."""
+
+    config: DecodeConfig
+    labels: list
+    result: DecodeResult
+    images: np.ndarray  # uint8 (B, 28, 28)
+    probs: np.ndarray  # evaluator class probabilities (B, classes)
+
+    @property
+    def gflops(self) -> float:
+        return self.result.total_flops / 1e9
+
+    @property
+    def flops_ratio(self) -> float:
+        return self.result.baseline_flops / self.result.total_flops
+
+    @property
+    def label_accuracy(self) -> float:
+        return float((self.probs.argmax(1) == np.asarray(self.labels)).mean())
+
+    @property
+    def p_class(self) -> float:
+        """Mean evaluator probability of each image's requested class."""
+        return float(np.mean([step_quality(p[None], y) for p, y in zip(self.probs, self.labels)]))
+
+
+def run_setting(pipe, config: DecodeConfig, labels: list) -> Run:
+    result = pipe.generate(config, labels)
+    images = pipe.images(result.tokens)
+    return Run(config, list(labels), result, images, pipe.class_probs(images))
+
+
+def token_diff(tokens: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(B, seq_len) bool: where a run's final tokens differ from the reference run's."""
+    if tokens.shape != reference.shape:
+        raise ValueError(f"runs differ in shape: {tokens.shape} vs {reference.shape}")
+    return tokens != reference
+
+
+def diff_overlay(images: np.ndarray, differs: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """uint8 RGB (B, 28, 28, 3): each image with the pixels of differing tokens tinted red. Token (r, c) of
+    the side x side grid covers a square of the 32x32 padded image, of which the 28x28 crop is shown."""
+    b, n = differs.shape
+    side = int(round(np.sqrt(n)))
+    cell = (28 + 2 * PAD) // side
+    mask = np.kron(differs.reshape(b, side, side), np.ones((cell, cell), dtype=bool))[:, PAD:-PAD, PAD:-PAD]
+    rgb = np.repeat(images[..., None].astype(np.float64), 3, -1)
+    rgb[mask] = (1 - alpha) * rgb[mask] + alpha * DIFF_COLOUR
+    return rgb.round().astype(np.uint8)
+
+
+def tile_rgb(pictures: np.ndarray, scale: int = 4, cols: int = 4) -> np.ndarray:
+    """uint8 (B, H, W, 3) -> one upscaled picture with a 1-pixel grid (like core.views.image_tile, in colour)."""
+    b, h, w, _ = pictures.shape
+    cols = min(b, cols)
+    rows = -(-b // cols)
+    canvas = np.zeros((rows * (h + 1) + 1, cols * (w + 1) + 1, 3), dtype=np.uint8)
+    for i, p in enumerate(pictures):
+        r, c = divmod(i, cols)
+        canvas[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + c * (w + 1): 1 + c * (w + 1) + w] = p
+    return np.repeat(np.repeat(canvas, scale, 0), scale, 1)
+
+
+def steps_figure(runs: list[Run], names: list[str]) -> go.Figure:
+    """MFLOPs per step and image of every run, with the full model without a cache as the reference line."""
+    fig = go.Figure()
+    for run, name in zip(runs, names):
+        records = run.result.records
+        fig.add_scatter(x=[r.step + 1 for r in records], y=[r.total_flops / 1e6 for r in records],
+                        mode="lines+markers", name=name, hovertext=[f"{r.size}, cache {r.action}" for r in records])
+    base = runs[0].result.records
+    fig.add_scatter(x=[r.step + 1 for r in base], y=[r.baseline_flops / 1e6 for r in base], mode="lines",
+                    name="full model, no cache", line=dict(color="black", dash="dot"))
+    fig.update_layout(title="MFLOPs per step (per image)", xaxis=dict(title="step", dtick=1), height=340,
+                      margin=dict(t=40))
+    return fig
+
+
+def summary_rows(runs: list[Run], names: list[str]) -> list[dict]:
+    reference = runs[0].result.tokens
+    return [{"setting": name, "schedule": run.config.plan.text, "GFLOPs / image": round(run.gflops, 4),
+             "x fewer FLOPs": round(run.flops_ratio, 2), "label accuracy": run.label_accuracy,
+             "p(class)": round(run.p_class, 3),
+             "tokens differing from 1": float(token_diff(run.result.tokens, reference).mean())}
+            for run, name in zip(runs, names)]
