@@ -49,8 +49,8 @@ def cmd_sweep(args, argv) -> None:
     ranks = distributed_ranks()
     if ranks.world > 1 and args.device is None:
         import torch
-        if torch.cuda.is_available():
-            args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+        if torch.cuda.is_available():  # one GPU per process where there are enough; else they share
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
     pipe, base = _prepare(args)
     items = sweep_items(base, args.schedules, args.strides)
     lead = ranks.rank == 0
@@ -77,7 +77,7 @@ def cmd_search(args, argv) -> None:
     from core.sweep import markdown_table
 
     pipe, base = _prepare(args)
-    budget = resolve_budget(pipe.model.cfg, base, args.budget, args.ratio)
+    budget = resolve_budget(pipe.model.cfg, base, args.budget, args.ratio, args.budget_of)
     result = run_search(pipe, base, budget, args.candidates, args.val_n_per_class, args.n_per_class,
                         args.batch_size, args.include, args.compare, granularity=args.granularity, log=_eprint)
     result["command"] = "python -m core " + " ".join(argv)
@@ -85,6 +85,11 @@ def cmd_search(args, argv) -> None:
     print(f"budget {budget:.3f} GFLOPs per image ({budget / result['baseline_gflops']:.3f} of the baseline's "
           f"{result['baseline_gflops']:.3f}); found {w['schedule']} @ stride {w['stride']} ({w['gflops']:.3f})")
     print(markdown_table(result["report"]), end="")
+    found = result["report"][0]
+    for row in result["report"][1:]:
+        print(f"found vs {row['name']} @ {row['stride']}: FD {found['fd']:.3f} vs {row['fd']:.3f} "
+              f"({found['fd'] / row['fd'] - 1:+.1%}), GFLOPs {found['gflops_per_image']:.3f} vs "
+              f"{row['gflops_per_image']:.3f} ({found['gflops_per_image'] / row['gflops_per_image'] - 1:+.1%})")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -119,6 +124,8 @@ def register(sub, subcommands: dict) -> None:
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--budget", type=float, help="GFLOPs per image")
     budget.add_argument("--ratio", type=float, help="fraction of the baseline's GFLOPs per image, e.g. 0.333")
+    budget.add_argument("--budget-of", metavar="SCHEDULE@STRIDE", help="the GFLOPs of this setting, e.g. "
+                        "magnets@never (find the best schedule at equal or lower cost)")
     p.add_argument("--candidates", type=int, default=8, help="frontier candidates to score (presets added)")
     p.add_argument("--val-n-per-class", type=int, default=10, help="first validation round; doubles each round")
     p.add_argument("--n-per-class", type=int, default=100, help="for the reported seeds")

@@ -75,10 +75,15 @@ def search_space(model_cfg, base: DecodeConfig, strides=SEARCH_STRIDES, granular
     return out
 
 
-def resolve_budget(model_cfg, base: DecodeConfig, budget: float | None = None, ratio: float | None = None) -> float:
-    """GFLOPs per image from an absolute budget or a fraction of the full model's (baseline, stride 1)."""
-    if (budget is None) == (ratio is None):
-        raise ValueError("give exactly one of a budget in GFLOPs per image or a ratio to the baseline")
+def resolve_budget(model_cfg, base: DecodeConfig, budget: float | None = None, ratio: float | None = None,
+                   budget_of: str | None = None) -> float:
+    """GFLOPs per image from an absolute budget, a fraction of the full model's (baseline, stride 1), or the
+    planned cost of a setting such as 'magnets@never'."""
+    if sum(x is not None for x in (budget, ratio, budget_of)) != 1:
+        raise ValueError("give exactly one of a budget in GFLOPs per image, a ratio to the baseline, or a setting "
+                         "whose cost is the budget")
+    if budget_of is not None:
+        return parse_setting(budget_of, base, model_cfg).gflops
     value = budget if ratio is None else ratio
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"the {'budget' if ratio is None else 'ratio'} must be a number > 0, got {value}")

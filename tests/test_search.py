@@ -28,6 +28,8 @@ def test_budget_from_ratio_and_errors():
     baseline = planned_gflops(CFG, replace(BASE, schedule="baseline", cache_stride=1))
     assert resolve_budget(CFG, BASE, ratio=0.5) == pytest.approx(baseline / 2)
     assert resolve_budget(CFG, BASE, budget=1.25) == 1.25
+    magnets = parse_setting("magnets@never", BASE, CFG)
+    assert resolve_budget(CFG, BASE, budget_of="magnets@never") == magnets.gflops < baseline / 3
     for kwargs in ({"ratio": 0}, {"budget": -1.0}, {"ratio": float("nan")}):
         with pytest.raises(ValueError, match="must be a number > 0"):
             resolve_budget(CFG, BASE, **kwargs)
@@ -79,8 +81,12 @@ def test_search_cli(assets, tmp_path, capsys):
             "--val-n-per-class", "1", "--n-per-class", "1", "--compare", "baseline@1", "--json", str(out)]
     assert main([*args, "--ratio", "0.333"]) == 0
     printed = capsys.readouterr().out
-    assert "found" in printed and "| baseline | `L*12` | 1 |" in printed
+    assert "found" in printed and "| baseline | `L*12` | 1 |" in printed and "found vs baseline @ 1: FD" in printed
     assert json.loads(out.read_text())["command"].startswith("python -m core search")
+    assert main([*args, "--budget-of", "magnets@never"]) == 0  # the best at no more than magnets' cost
+    magnets = parse_setting("magnets@never", DecodeConfig(), Pipeline.load(assets, "cpu").model.cfg)
+    assert json.loads(out.read_text())["winner"]["gflops"] <= magnets.gflops
+    capsys.readouterr()
     for bad, message in ((["--ratio", "0"], "the ratio must be a number > 0"),
                          (["--budget", "-2"], "the budget must be a number > 0"),
                          (["--budget", "1e-9"], "below the cheapest candidate"),
