@@ -1,12 +1,15 @@
 """MaGNeTS Studio: home page. Run with `streamlit run app.py`; the other pages live in pages/."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from core.schedule import parse_schedule
 from core.views import planned_actions, schedule_figure
 from pages._widgets import device_caption, load_pipeline
 
+PAGES = Path(__file__).resolve().parent / "pages"
 st.set_page_config(page_title="MaGNeTS Studio", layout="wide")
 st.title("MaGNeTS Studio")
 st.markdown(
@@ -28,8 +31,16 @@ if pipe is not None:
     st.caption(f"The default schedule `{parse_schedule('magnets', 12).text}` with the cache refreshed only when "
                "the size changes. " + device_caption(pipe))
 
+# Pages are files other work adds over time: link the ones this checkout has, in their sidebar order.
+NEXT = {
+    "1_Generate.py": "Generate: edit a schedule and cache stride, watch tokens fill in, compare FLOPs and quality, "
+                     "export GIF/MP4",
+    "2_Model.py": "Model: the nested sizes, training curves, tokenizer reconstructions, model card",
+    "3_Compare.py": "Compare: several settings side by side on the same seeds",
+    "4_Sweep.py": "Sweep: schedules x strides, quality vs GFLOPs with the Pareto front, budget search",
+    "5_Video.py": "Video: class-conditional clips and frame prediction",
+}
 st.markdown("**Where next**")
-st.page_link("pages/1_Generate.py", label="Generate: edit a schedule and cache stride, watch tokens fill in, "
-             "compare FLOPs and quality, export GIF/MP4")
-st.page_link("pages/2_Model.py", label="Model: the nested sizes, training curves, tokenizer reconstructions, "
-             "model card")
+for name, label in NEXT.items():
+    if (PAGES / name).is_file():
+        st.page_link(f"pages/{name}", label=label)
