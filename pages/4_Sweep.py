@@ -26,9 +26,9 @@ def _precomputed(path: str, mtime: float) -> list[dict]:  # mtime: a rewritten C
 
 
 def _table(rows: list[dict], metric: str) -> pd.DataFrame:
-    higher = METRICS[metric][1]
-    return pd.DataFrame(rows, columns=list(CSV_FIELDS)).assign(
-        pareto=pareto_front(rows, y=metric, higher_y_better=higher))
+    table = pd.DataFrame(rows, columns=list(CSV_FIELDS))
+    table.insert(0, "pareto", pareto_front(rows, y=metric, higher_y_better=METRICS[metric][1]))
+    return table
 
 
 # ---------------------------------------------------------------------------------------------- results

@@ -118,6 +118,10 @@ def test_sweep_live_rerun_and_budget_search(sweep_csv):
     assert [(r["name"], r["stride"], r["n"]) for r in live] == [("magnets", "1", 10), ("magnets", "never", 10)]
     assert any("live re-run" in c.value for c in at.caption)
 
+    at.text_input(key="live_extra").input("XS*6,Q*6")
+    at.button(key="run_sweep").click().run()
+    assert any("Cannot run this sweep" in e.value and "unknown size 'Q'" in e.value for e in at.error)
+
     at.number_input(key="candidates").set_value(1)
     at.button(key="run_search").click().run()
     assert any(s.value.startswith("Found `") for s in ok(at).success)
