@@ -126,7 +126,8 @@ def register(sub, subcommands: dict) -> None:
     budget.add_argument("--ratio", type=float, help="fraction of the baseline's GFLOPs per image, e.g. 0.333")
     budget.add_argument("--budget-of", metavar="SCHEDULE@STRIDE", help="the GFLOPs of this setting, e.g. "
                         "magnets@never (find the best schedule at equal or lower cost)")
-    p.add_argument("--candidates", type=int, default=8, help="frontier candidates to score (presets added)")
+    p.add_argument("--candidates", type=int, default=8,
+                   help="frontier candidates to score (the --include settings are added)")
     p.add_argument("--val-n-per-class", type=int, default=10, help="first validation round; doubles each round")
     p.add_argument("--n-per-class", type=int, default=100, help="for the reported seeds")
     p.add_argument("--batch-size", type=int, default=100)
