@@ -57,6 +57,8 @@ try:
              caption=f"after encode -> {cfg.seq_len} tokens -> decode (MSE {mse:.4f} on these images)")
 except DatasetMissingError as exc:
     st.info(f"Reconstructions need the Fashion-MNIST test split: {exc}")
+except ValueError as exc:  # the idx files exist but are corrupt or truncated
+    st.error(f"The Fashion-MNIST test split could not be read: {exc}")
 try:
     tokenizer_extra = load_checkpoint(pipe.assets / "tokenizer")[2]
     if tokenizer_extra:

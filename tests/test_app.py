@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import core.pipeline
 from tests.app_assets import require_assets
 
 require_assets()
@@ -47,6 +48,14 @@ def test_page_renders(page):
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     assert any("Model runs on" in c.value for c in at.caption), "the page does not say which device runs it"
+
+
+@pytest.mark.parametrize("page", ["app.py", "pages/2_Model.py", "pages/1_Generate.py"])
+def test_missing_model_is_an_error_message_not_a_traceback(page, tmp_path, monkeypatch):
+    monkeypatch.setattr(core.pipeline, "ASSETS", tmp_path)  # an empty assets folder
+    at = AppTest.from_file(str(ROOT / page), default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("could not be loaded" in e.value and "transformer" in e.value for e in at.error)
 
 
 def test_home_shows_the_schedule_diagram():
@@ -132,3 +141,18 @@ def test_exports_and_history():
     assert "MP4 of the decoding" in labels or at.warning  # no ffmpeg writer: a warning, not a crash
     assert len(at.session_state["history"]) == 2
     assert any("Label accuracy" in m.value for m in at.markdown)
+
+
+def test_settings_and_run_survive_a_visit_to_another_page():
+    # Streamlit forgets the state of widgets a run does not draw, so a visit to Model must not reset Generate.
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.switch_page("pages/1_Generate.py").run()
+    at.number_input(key="steps").set_value(4).run()
+    at.text_input(key="schedule").input("XS*2,L*2").run()
+    rerun_with(at)
+    fingerprint = at.session_state["trace"].fingerprint()
+    at.switch_page("pages/2_Model.py").run()
+    at.switch_page("pages/1_Generate.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.text_input(key="schedule").value == "XS*2,L*2" and at.number_input(key="steps").value == 4
+    assert any(fingerprint in c.value for c in at.caption)

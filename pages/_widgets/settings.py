@@ -17,20 +17,24 @@ ss = st.session_state
 
 
 def _init_from_url() -> bool:
-    """First run of a session: seed the widgets from the URL (defaults otherwise). True when the URL named
-    settings, i.e. the page was opened from a shared link and should reproduce the run."""
-    if "settings_ready" in ss:
-        return False
-    params = st.query_params.to_dict()
-    settings, errors = Settings.from_query(params)
+    """Seed the widgets: on a session's first run from the URL (defaults otherwise), later from the settings the
+    page last used, because Streamlit drops a widget's state whenever a run (another page) does not draw it.
+    True when this is a first run opened from a shared link, which should reproduce the run."""
+    first = "saved_settings" not in ss
+    params = st.query_params.to_dict() if first else {}
+    if first:
+        settings, errors = Settings.from_query(params)
+        ss["table_version"] = 0
+    else:
+        settings = ss["saved_settings"]
     for f in fields(Settings):
-        ss[f.name] = getattr(settings, f.name)
-    ss["preset"] = matching_preset(settings.schedule, settings.steps) or CUSTOM
-    if ss["preset"] != CUSTOM:  # show a preset named in the URL in the text form too
-        ss["schedule"] = preset(ss["preset"], settings.steps).text
-    ss["table_version"] = 0
-    ss["link"] = (_current(), errors)  # the rejected URL values are reported while the settings are the link's
-    ss["settings_ready"] = True
+        ss.setdefault(f.name, getattr(settings, f.name))
+    if "preset" not in ss:
+        ss["preset"] = matching_preset(ss["schedule"], ss["steps"]) or CUSTOM
+        if ss["preset"] != CUSTOM:  # show a preset named in the URL in the text form too
+            ss["schedule"] = preset(ss["preset"], ss["steps"]).text
+    if first:
+        ss["link"] = (_current(), errors)  # the rejected URL values are reported while the settings are the link's
     return any(f.name in params for f in fields(Settings))
 
 
@@ -101,7 +105,7 @@ def settings_panel(cfg: ModelConfig) -> tuple[Settings, bool]:
         st.number_input("Temperature (0 = argmax)", *LIMITS["temperature"], step=0.1, key="temperature")
         st.number_input("Choice temperature", *LIMITS["choice_temperature"], step=0.5, key="choice_temperature")
         st.selectbox("Mask schedule", CHOICES["mask"], key="mask")
-    settings = _current()
+    settings = ss["saved_settings"] = _current()
     link_settings, link_errors = ss["link"]
     if settings == link_settings:
         for message in link_errors:
