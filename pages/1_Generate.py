@@ -58,7 +58,8 @@ if "scrub_pending" in ss:
     ss["scrub"] = ss.pop("scrub_pending")
 ss["scrub"] = min(ss.get("scrub", steps), steps)
 scrub_col, play_col = st.columns([5, 1])
-k = scrub_col.slider("Step", 1, steps, key="scrub", disabled=steps == 1) - 1
+# A one-step run has nothing to scrub (and a slider needs two values).
+k = scrub_col.slider("Step", 1, steps, key="scrub") - 1 if steps > 1 else 0
 play = play_col.button("Play", key="play")
 view = StepView(pipe)
 sample = min(sample, len(trace.previews[0]) - 1)

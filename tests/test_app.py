@@ -122,6 +122,15 @@ def test_settings_round_trip_through_the_url():
     assert again.session_state["trace"].fingerprint() == at.session_state["trace"].fingerprint()
 
 
+@pytest.mark.parametrize("link", [{"steps": "1", "schedule": "L"},
+                                  {"steps": "24", "schedule": "XS*20,L*4", "n": "2", "cls": "unconditional",
+                                   "cfg": "3.0"}], ids=["one step", "24 steps, batch, unconditional, cfg"])
+def test_extreme_settings_run(link):
+    at = open_generate(**link)
+    shown(at)
+    assert len(at.session_state["trace"].records) == int(link["steps"])
+
+
 def test_scrubber_and_play_replay_without_the_model():
     at = open_generate()
     trace = at.session_state["trace"]
