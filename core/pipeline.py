@@ -5,7 +5,7 @@ The CLI, the app and the benchmarks all go through `Pipeline`, so they decode, s
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +26,12 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_transformer(stem: str | Path, device: str = "cpu") -> NestedTransformer:
-    state, config, _ = load_checkpoint(stem)
+def load_transformer(stem: str | Path, device: str = "cpu") -> tuple[NestedTransformer, dict]:
+    """(model in eval mode, the checkpoint's recorded extra: training details, tuned decoding defaults)."""
+    state, config, extra = load_checkpoint(stem)
     model = NestedTransformer(ModelConfig(**config))
     model.load_state_dict(state)
-    return model.to(device).eval()
+    return model.to(device).eval(), extra
 
 
 @dataclass
@@ -40,23 +41,20 @@ class Pipeline:
     evaluator: FashionCNN
     device: str = "cpu"
     assets: Path = ASSETS
+    card: dict = field(default_factory=dict)  # the transformer checkpoint's recorded extra
 
     @classmethod
     def load(cls, assets: str | Path | None = None, device: str | None = None) -> "Pipeline":
         """Every load is verified against assets/MANIFEST.json (a corrupt file raises CheckpointError)."""
         assets = Path(assets or ASSETS)
         device = device or default_device()
-        return cls(model=load_transformer(assets / "transformer", device),
-                   tokenizer=load_tokenizer(assets / "tokenizer").to(device),
-                   evaluator=load_evaluator(assets / "evaluator"), device=device, assets=assets)
-
-    def model_card(self) -> dict:
-        """The transformer checkpoint's recorded training details."""
-        return load_checkpoint(self.assets / "transformer")[2]
+        model, card = load_transformer(assets / "transformer", device)
+        return cls(model=model, tokenizer=load_tokenizer(assets / "tokenizer").to(device),
+                   evaluator=load_evaluator(assets / "evaluator"), device=device, assets=assets, card=card)
 
     def tuned_cfg_scale(self) -> float:
         """The guidance scale chosen for the shipped model (`python -m core tune-cfg`); 1.0 when untuned."""
-        return float(self.model_card().get("tuned_cfg_scale", 1.0))
+        return float(self.card.get("tuned_cfg_scale", 1.0))
 
     @torch.no_grad()
     def images(self, tokens: np.ndarray) -> np.ndarray:

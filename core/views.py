@@ -68,10 +68,10 @@ class Settings:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
-    def from_query(cls, params) -> tuple["Settings", list[str]]:
+    def from_query(cls, params, defaults: "Settings | None" = None) -> tuple["Settings", list[str]]:
         """Query parameters -> Settings, keeping the default for every value that does not parse, with one
         message per rejected value (a hand-edited link must not crash the page)."""
-        out, errors = cls(), []
+        out, errors = defaults or cls(), []
         for f in fields(cls):
             if f.name not in params:
                 continue

@@ -18,7 +18,7 @@ if pipe is None:
     st.stop()
 st.caption(device_caption(pipe))
 
-settings, from_link = settings_panel(pipe.model.cfg)
+settings, from_link = settings_panel(pipe.model.cfg, pipe.tuned_cfg_scale())
 try:
     config = settings.decode_config()
 except ValueError as exc:

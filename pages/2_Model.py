@@ -72,4 +72,4 @@ if card.is_file():
     st.markdown(card.read_text(encoding="utf-8"))
 else:
     st.info(f"{card} is not written yet; the checkpoint's recorded training details follow.")
-st.json(pipe.model_card(), expanded=False)
+st.json(pipe.card, expanded=False)

@@ -16,14 +16,14 @@ CUSTOM = "custom"
 ss = st.session_state
 
 
-def _init_from_url() -> bool:
+def _init_from_url(defaults: Settings) -> bool:
     """Seed the widgets: on a session's first run from the URL (defaults otherwise), later from the settings the
     page last used, because Streamlit drops a widget's state whenever a run (another page) does not draw it.
     True when this is a first run opened from a shared link, which should reproduce the run."""
     first = "saved_settings" not in ss
     params = st.query_params.to_dict() if first else {}
     if first:
-        settings, errors = Settings.from_query(params)
+        settings, errors = Settings.from_query(params, defaults)
         ss["table_version"] = 0
     else:
         settings = ss["saved_settings"]
@@ -88,9 +88,10 @@ def _schedule_editor(cfg: ModelConfig):
                            "sub-model", options=sizes_small_to_large(cfg), required=True)})
 
 
-def settings_panel(cfg: ModelConfig) -> tuple[Settings, bool]:
-    """Draw the settings in the sidebar; return them and whether the URL asked for a run."""
-    from_link = _init_from_url()
+def settings_panel(cfg: ModelConfig, cfg_scale: float = 1.0) -> tuple[Settings, bool]:
+    """Draw the settings in the sidebar (guidance starting at `cfg_scale`, the model's tuned value); return them
+    and whether the URL asked for a run."""
+    from_link = _init_from_url(Settings(cfg=cfg_scale))
     with st.sidebar:
         st.header("Settings")
         st.number_input("Steps", *LIMITS["steps"], key="steps", on_change=_on_steps)
