@@ -23,7 +23,6 @@ sys.path.insert(0, str(ROOT))
 from bench.decode_speed import machine  # noqa: E402
 from core.checkpoint import load_checkpoint, update_manifest  # noqa: E402
 from core.data import CLASS_NAMES  # noqa: E402
-from core.decode import DecodeConfig  # noqa: E402
 from core.evaluate import evaluate  # noqa: E402
 from core.imaging import save_grid  # noqa: E402
 from core.pipeline import Pipeline  # noqa: E402
@@ -38,7 +37,7 @@ SETTINGS = [
 
 
 def run_evaluations(pipe: Pipeline, n_per_class: int, batch_size: int) -> dict:
-    base = DecodeConfig(cfg_scale=pipe.tuned_cfg_scale())
+    base = pipe.default_config()
     rows = []
     for label, schedule, stride in SETTINGS:
         t0 = time.perf_counter()
@@ -58,7 +57,7 @@ def sample_grids(pipe: Pipeline, out_dir: Path) -> list[Path]:
     labels = [c for c in range(10) for _ in range(10)]
     paths = []
     for name, schedule, stride in (("baseline", "baseline", 1), ("magnets", "magnets", None)):
-        config = DecodeConfig(schedule=schedule, cache_stride=stride, cfg_scale=pipe.tuned_cfg_scale(), seed=7)
+        config = pipe.default_config(schedule=schedule, cache_stride=stride, seed=7)
         images = pipe.images(pipe.generate(config, labels).tokens)
         paths.append(save_grid(images, out_dir / f"samples_{name}.png", ncols=10, scale=2))
     return paths
@@ -119,13 +118,14 @@ def render(assets: Path, results: dict) -> str:
         "Sample grids (one row per class: " + ", ".join(CLASS_NAMES) + "): `samples_baseline.png`, "
         "`samples_magnets.png`.", "",
     ]
-    if "cfg_tuning" in tr:
-        t = tr["cfg_tuning"]
-        lines += ["## Guidance scale", "", f"Chosen by `{t['command']}` ({t['criterion']}, schedule `{t['schedule']}`, "
-                  f"validation seed {t['seed']}, not the reported seeds):", "",
-                  "| scale | FD | label accuracy | n |", "|---:|---:|---:|---:|",
-                  *[f"| {r['cfg_scale']} | {r['fd']:.2f} | {r['label_accuracy']:.1%} | {r['n']} |" for r in t["rows"]],
-                  ""]
+    if "tuning" in tr:
+        t = tr["tuning"]
+        lines += ["## Guidance scale and temperature", "", f"Chosen by `{t['command']}` ({t['criterion']}, schedule "
+                  f"`{t['schedule']}`, validation seed {t['seed']}, not the reported seeds): "
+                  f"{tr['tuned_decoding']}.", "",
+                  "| guidance | temperature | FD | label accuracy | n |", "|---:|---:|---:|---:|---:|",
+                  *[f"| {r['cfg_scale']} | {r['temperature']} | {r['fd']:.2f} | {r['label_accuracy']:.1%} | {r['n']} |"
+                    for r in t["rows"]], ""]
     return "\n".join(lines)
 
 

@@ -41,7 +41,8 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
                    "when the sub-model size changes; 1 = no reuse")
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the "
                    "shipped model's tuned value)")
-    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the shipped "
+                   "model's tuned value)")
     p.add_argument("--choice-temperature", type=float, default=d.choice_temperature)
     p.add_argument("--mask-schedule", default=d.mask_schedule, choices=["cosine", "linear", "arccos"])
     p.add_argument("--seed", type=int, default=0)
@@ -52,24 +53,21 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
 
 def prepare(args):
     """Validate the decoding settings (before the slow model load), then load the pipeline.
-    Returns (pipeline, DecodeConfig); an unset --cfg takes the shipped model's tuned scale."""
-    from dataclasses import replace
-
+    Returns (pipeline, DecodeConfig); an unset --cfg or --temperature takes the checkpoint's tuned value."""
     import torch
 
     from core.decode import DecodeConfig
     from core.pipeline import Pipeline
 
-    config = DecodeConfig(steps=args.steps, schedule=args.schedule, cache_stride=args.cache_stride,
-                          mask_schedule=args.mask_schedule, temperature=args.temperature,
-                          choice_temperature=args.choice_temperature,
-                          cfg_scale=1.0 if args.cfg is None else args.cfg, seed=args.seed)
+    given = {k: v for k, v in (("cfg_scale", args.cfg), ("temperature", args.temperature)) if v is not None}
+    settings = dict(steps=args.steps, schedule=args.schedule, cache_stride=args.cache_stride,
+                    mask_schedule=args.mask_schedule, choice_temperature=args.choice_temperature, seed=args.seed,
+                    **given)
+    DecodeConfig(**settings)
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = Pipeline.load(args.assets, args.device)
-    if args.cfg is None:
-        config = replace(config, cfg_scale=pipe.tuned_cfg_scale())
-    return pipe, config
+    return pipe, pipe.default_config(**settings)
 
 
 def trace_json(result, config) -> str:
@@ -122,12 +120,12 @@ def cmd_evaluate(args, argv) -> None:
         Path(args.json).write_text(text + "\n")
 
 
-# Tuning runs on seeds far from those reported (evaluate uses --seed, 0 by default), so the reported numbers are
+# Tuning and search run on seeds far from those reported (evaluate uses --seed, 0 by default), so the reported numbers are
 # not selected on their own samples.
 VALIDATION_SEED = 1_000_000
 
 
-def cmd_tune_cfg(args, argv) -> None:
+def cmd_tune(args, argv) -> None:
     from dataclasses import replace
 
     from core.checkpoint import update_extra
@@ -135,17 +133,21 @@ def cmd_tune_cfg(args, argv) -> None:
 
     pipe, config = prepare(args)
     rows = []
-    for w in args.values:
-        row = evaluate(pipe, replace(config, cfg_scale=w, seed=VALIDATION_SEED), n_per_class=args.n_per_class,
-                       batch_size=args.batch_size)
-        rows.append({"cfg_scale": w, "fd": row["fd"], "label_accuracy": row["label_accuracy"], "n": row["n"]})
-        print(f"cfg {w:4.2f}: FD {row['fd']:.3f}  label accuracy {row['label_accuracy']:.3f}  (n={row['n']})")
+    for w in args.cfg_values:
+        for t in args.temperatures:
+            row = evaluate(pipe, replace(config, cfg_scale=w, temperature=t, seed=VALIDATION_SEED),
+                           n_per_class=args.n_per_class, batch_size=args.batch_size)
+            rows.append({"cfg_scale": w, "temperature": t, "fd": row["fd"], "label_accuracy": row["label_accuracy"],
+                         "n": row["n"]})
+            print(f"cfg {w:4.2f} temperature {t:4.2f}: FD {row['fd']:8.3f}  label accuracy "
+                  f"{row['label_accuracy']:.3f}  (n={row['n']})", flush=True)
     best = min(rows, key=lambda r: r["fd"])
+    chosen = {"cfg_scale": best["cfg_scale"], "temperature": best["temperature"]}
     if args.write:
-        update_extra(pipe.assets / "transformer", {"tuned_cfg_scale": best["cfg_scale"], "cfg_tuning": {
-            "criterion": "lowest FD", "schedule": config.plan.text, "seed": VALIDATION_SEED, "rows": rows,
-            "command": "python -m core " + " ".join(argv)}})
-    print(f"best guidance scale by FD: {best['cfg_scale']}" + (" (written to the checkpoint)" if args.write else ""))
+        update_extra(pipe.assets / "transformer", {"tuned_decoding": chosen, "tuning": {
+            "criterion": "lowest FD", "schedule": config.plan.text, "stride": args.cache_stride,
+            "seed": VALIDATION_SEED, "rows": rows, "command": "python -m core " + " ".join(argv)}})
+    print(f"best by FD: {chosen}" + (" (written to the checkpoint)" if args.write else ""))
 
 
 def register(sub, subcommands: dict) -> None:
@@ -164,10 +166,11 @@ def register(sub, subcommands: dict) -> None:
     p.add_argument("--json", default=None, help="also write the result here")
     subcommands["evaluate"] = cmd_evaluate
 
-    p = sub.add_parser("tune-cfg", help="pick the guidance scale with the lowest FD on validation seeds")
+    p = sub.add_parser("tune", help="pick guidance scale and temperature with the lowest FD on validation seeds")
     add_decode_args(p)
-    p.add_argument("--values", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0, 4.0])
-    p.add_argument("--n-per-class", type=int, default=30)
+    p.add_argument("--cfg-values", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0, 5.0])
+    p.add_argument("--temperatures", type=float, nargs="+", default=[0.7, 0.85, 1.0])
+    p.add_argument("--n-per-class", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--write", action="store_true", help="record the choice in the transformer checkpoint")
-    subcommands["tune-cfg"] = cmd_tune_cfg
+    subcommands["tune"] = cmd_tune

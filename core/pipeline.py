@@ -52,9 +52,13 @@ class Pipeline:
         return cls(model=model, tokenizer=load_tokenizer(assets / "tokenizer").to(device),
                    evaluator=load_evaluator(assets / "evaluator"), device=device, assets=assets, card=card)
 
-    def tuned_cfg_scale(self) -> float:
-        """The guidance scale chosen for the shipped model (`python -m core tune-cfg`); 1.0 when untuned."""
-        return float(self.card.get("tuned_cfg_scale", 1.0))
+    def tuned(self) -> dict:
+        """Decoding settings chosen for this checkpoint by `python -m core tune` (guidance scale, temperature)."""
+        return dict(self.card.get("tuned_decoding", {}))
+
+    def default_config(self, **overrides) -> DecodeConfig:
+        """DecodeConfig defaults with this checkpoint's tuned values, then `overrides`."""
+        return DecodeConfig(**{**self.tuned(), **overrides})
 
     @torch.no_grad()
     def images(self, tokens: np.ndarray) -> np.ndarray:

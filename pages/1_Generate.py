@@ -18,7 +18,7 @@ if pipe is None:
     st.stop()
 st.caption(device_caption(pipe))
 
-settings, from_link = settings_panel(pipe.model.cfg, pipe.tuned_cfg_scale())
+settings, from_link = settings_panel(pipe.model.cfg, pipe.default_config())
 try:
     config = settings.decode_config()
 except ValueError as exc:

@@ -29,7 +29,9 @@ with st.sidebar:
     cls = st.selectbox("Class", [ALL, *CLASS_NAMES], key="cls")
     n = st.number_input("Images per setting", 1, 16, 4, key="n")
     seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="seed")
-    cfg_scale = st.number_input("CFG scale (1 = no guidance)", 0.0, 20.0, pipe.tuned_cfg_scale(), 0.5, key="cfg")
+    tuned = pipe.default_config()
+    cfg_scale = st.number_input("CFG scale (1 = no guidance)", 0.0, 20.0, tuned.cfg_scale, 0.5, key="cfg")
+    temperature = st.number_input("Temperature (0 = argmax)", 0.0, 5.0, tuned.temperature, 0.05, key="temperature")
     count = st.slider("Number of settings", 2, 4, 3, key="count")
 
 st.markdown("Every setting decodes the same classes from the same seed; red tint marks tokens that came out "
@@ -43,7 +45,7 @@ for i, col in enumerate(cols):
     stride = col.select_slider("cache stride", STRIDE_CHOICES, DEFAULTS[i][1], key=f"stride_{i}")
     try:
         configs.append(DecodeConfig(steps=int(steps), schedule=schedule, cache_stride=stride, cfg_scale=cfg_scale,
-                                    seed=int(seed)))
+                                    temperature=temperature, seed=int(seed)))
         names.append(f"{i + 1}: {schedule} @ {stride}")
     except ValueError as exc:
         problems.append(f"Setting {i + 1}: {exc}")

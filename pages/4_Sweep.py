@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.decode import DecodeConfig
 from core.schedule import PRESETS
 from core.search import resolve_budget, run_search
 from core.sweep import (CSV_FIELDS, DEFAULT_STRIDES, METRICS, pareto_front, read_rows, run_sweep, sweep_csv_path,
@@ -73,7 +72,7 @@ pipe = load_pipeline()
 if pipe is None:
     st.stop()
 st.caption(device_caption(pipe))
-base = DecodeConfig(cfg_scale=pipe.tuned_cfg_scale())
+base = pipe.default_config()
 
 st.subheader("Re-run live (small batch)")
 with st.form("live_form"):

@@ -7,6 +7,7 @@ from dataclasses import fields
 import pandas as pd
 import streamlit as st
 
+from core.decode import DecodeConfig
 from core.nested import ModelConfig
 from core.schedule import parse_schedule, preset
 from core.views import (CHOICES, LIMITS, STRIDE_CHOICES, Settings, apply_table_edits,
@@ -88,10 +89,10 @@ def _schedule_editor(cfg: ModelConfig):
                            "sub-model", options=sizes_small_to_large(cfg), required=True)})
 
 
-def settings_panel(cfg: ModelConfig, cfg_scale: float = 1.0) -> tuple[Settings, bool]:
-    """Draw the settings in the sidebar (guidance starting at `cfg_scale`, the model's tuned value); return them
-    and whether the URL asked for a run."""
-    from_link = _init_from_url(Settings(cfg=cfg_scale))
+def settings_panel(cfg: ModelConfig, defaults: DecodeConfig) -> tuple[Settings, bool]:
+    """Draw the settings in the sidebar, starting from `defaults` (the model's tuned guidance and temperature);
+    return them and whether the URL asked for a run."""
+    from_link = _init_from_url(Settings(cfg=defaults.cfg_scale, temperature=defaults.temperature))
     with st.sidebar:
         st.header("Settings")
         st.number_input("Steps", *LIMITS["steps"], key="steps", on_change=_on_steps)
