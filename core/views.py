@@ -237,8 +237,12 @@ def flops_rows(records: list[StepRecord], cfg: ModelConfig) -> list[dict]:
     return rows
 
 
-def flops_headline(rows: list[dict]) -> str:
+def flops_headline(rows: list[dict], steps: int | None = None) -> str:
+    """The run's saving against the full model at every step; for a partial trace (live, or scrubbed back to an
+    earlier step), the saving so far, said as such: small early steps make it look larger than the run's."""
     ratio = sum(r["baseline"] for r in rows) / max(1, sum(r["total"] for r in rows))
+    if steps is not None and len(rows) < steps:
+        return f"{ratio:.1f}x fewer FLOPs than the full model so far (steps 1-{len(rows)} of {steps})"
     return f"{ratio:.1f}x fewer FLOPs than the full model at every step"
 
 

@@ -86,6 +86,7 @@ def test_flops_rows_split_computed_and_saved(tiny_model, run):
         assert row["saved_by_cache"] >= 0
     ratio = result.baseline_flops / result.total_flops
     assert flops_headline(rows).startswith(f"{ratio:.1f}x fewer FLOPs")
+    assert flops_headline(rows[:2], steps=len(rows)).endswith(f"so far (steps 1-2 of {len(rows)})")
     per_step, cumulative = flops_figures(rows[:2], steps=6)
     assert per_step.layout.xaxis.range == (0.5, 6.5) and len(cumulative.data) == 2
 

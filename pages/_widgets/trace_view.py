@@ -65,7 +65,7 @@ class StepView:
         steps = trace.settings.steps
         model_s = sum(x.wall_time for x in trace.records[: k + 1])
         self.headline.markdown(
-            f"### {flops_headline(rows)}\n"
+            f"### {flops_headline(rows, steps)}\n"
             f"{sum(x['total'] for x in rows) / 1e9:.3f} GFLOPs per image vs "
             f"{sum(x['baseline'] for x in rows) / 1e9:.3f} for the full model · model wall time "
             f"{1000 * model_s:.0f} ms (+{1000 * trace.preview_time:.0f} ms previews and scoring)")

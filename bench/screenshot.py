@@ -1,0 +1,68 @@
+"""Screenshot of the Generate page at a mid-run step, for the README (docs/screenshots/generate.png).
+
+Starts `streamlit run app.py`, opens a link whose settings start a run, waits for it to finish, moves the step
+scrubber to --at-step (the replay draws exactly what the live view showed at that step) and captures the page.
+
+    python bench/screenshot.py [--at-step 6] [--out docs/screenshots/generate.png]
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--at-step", type=int, default=6)
+    ap.add_argument("--port", type=int, default=8599)
+    ap.add_argument("--out", default=str(ROOT / "docs" / "screenshots" / "generate.png"))
+    args = ap.parse_args(argv)
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(args.port)],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{args.port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        query = urllib.parse.urlencode({"schedule": "XS*2,S*2,M*3,L*5", "stride": "never", "cls": "Sneaker",
+                                        "n": 16, "seed": 3, "steps": 12})
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/Generate?{query}")
+            page.get_by_role("button", name="Play").wait_for(timeout=120_000)
+            slider = (page.get_by_test_id("stSlider").filter(has=page.get_by_text("Step", exact=True))
+                      .get_by_role("slider"))
+            slider.focus()
+            page.keyboard.press("Home")
+            for _ in range(args.at_step - 1):
+                page.keyboard.press("ArrowRight")
+            page.get_by_text(re.compile(rf"Step {args.at_step}/12")).first.wait_for(timeout=30_000)
+            page.wait_for_timeout(1500)  # let the figures redraw
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=args.out)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
