@@ -81,6 +81,27 @@ def sample_grids(pipe: Pipeline, out_dir: Path) -> list[Path]:
     return paths
 
 
+def plot_training_curves(metrics: list[dict], path: Path) -> Path:
+    """Masked-token cross-entropy of every size against the step (the card's training curves)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    steps = [r["step"] for r in metrics]
+    for key in sorted((k for k in metrics[-1] if k.startswith("ce_")), key=lambda k: "XS S M L".split().index(k[3:])):
+        ax.plot(steps, [r[key] for r in metrics], label=key[3:], linewidth=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("masked-token CE (nats)")
+    ax.legend(title="size")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def _fmt_row(r: dict) -> str:
     return (f"| {r['label']} | `{r['schedule']}` | {r['stride']} | {r['label_accuracy']:.1%} | {r['fd']:.2f} | "
             f"{r['gflops_per_image']:.3f} | {r['flops_ratio']:.2f}x | {r['wall_s']:.1f} s |")
@@ -124,6 +145,7 @@ def render(assets: Path, results: dict) -> str:
         "steps): " + ", ".join(f"{k[3:]} {v:.3f}" for k, v in final.items()) + ".", "",
         *[f"- session {i + 1}: `{s['command']}`, steps {s['from']}-{s['to']}, {s['minutes']:.0f} min"
           + (f" ({s['note']})" if s.get("note") else "") for i, s in enumerate(sessions)], *([""] if sessions else []),
+        "![training curves](training_curves.png)", "",
         "| step | loss | " + " | ".join(f"CE {k[3:]}" for k in final) + " | lambda |",
         "|---:|---:|" + "---:|" * len(final) + "---:|",
         *[f"| {r['step']} | {r['loss']:.3f} | " + " | ".join(f"{r[k]:.3f}" for k in final) + f" | {r['lambda']:.2f} |"
@@ -137,8 +159,9 @@ def render(assets: Path, results: dict) -> str:
         "| setting | schedule | stride | label accuracy | FD | GFLOPs/image | fewer FLOPs than baseline | wall |",
         "|---|---|---|---:|---:|---:|---:|---:|",
         *[_fmt_row(r) for r in results["rows"]], "",
-        "Sample grids (one row per class: " + ", ".join(CLASS_NAMES) + "): `samples_baseline.png`, "
-        "`samples_magnets.png`.", "",
+        "Sample grids (one row per class: " + ", ".join(CLASS_NAMES) + "), same classes and seeds:", "",
+        "| baseline (`L*12`, no cache) | magnets (`XS*2,S*2,M*3,L*5`, stride never) |", "|---|---|",
+        "| ![baseline](samples_baseline.png) | ![magnets](samples_magnets.png) |", "",
     ]
     if "tuning" in tr:
         t = tr["tuning"]
@@ -174,6 +197,8 @@ def main(argv=None) -> int:
         results = run_evaluations(pipe, args.n_per_class, args.batch_size, sweep)
         results_path.write_text(json.dumps(results, indent=2) + "\n")
         sample_grids(pipe, assets)
+        plot_training_curves([json.loads(line) for line in (assets / "training_metrics.jsonl").read_text().splitlines()],
+                             assets / "training_curves.png")
         update_manifest(assets)
     card = render(assets, json.loads(results_path.read_text()))
     (assets / "MODEL_CARD.md").write_text(card)
