@@ -156,6 +156,8 @@ def render(assets: Path, results: dict) -> str:
         f"choice temperature {meta['choice_temperature']}. FD is between evaluator features of the samples and of "
         f"the 10k test images; FD is biased upward at small n, so compare rows, not papers. Measured {meta['date']}.",
         "",
+        "Wall is the generation time summed over the 10 batches of 100 (one CPU thread per process), excluding "
+        "tokenizer decoding and scoring; see the README's decode benchmark for timings measured side by side.", "",
         "| setting | schedule | stride | label accuracy | FD | GFLOPs/image | fewer FLOPs than baseline | wall |",
         "|---|---|---|---:|---:|---:|---:|---:|",
         *[_fmt_row(r) for r in results["rows"]], "",
