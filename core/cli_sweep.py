@@ -35,7 +35,7 @@ def _eprint(message: str) -> None:
 
 def cmd_sweep(args, argv) -> None:
     from core.decode import DecodeConfig
-    from core.sweep import distributed_ranks, markdown_table, read_rows, run_sweep, save_plot, sweep_items
+    from core.sweep import distributed_ranks, end_distributed, markdown_table, read_rows, save_plot, sweep_items
 
     if args.markdown:
         rows = read_rows(args.markdown)
@@ -47,6 +47,15 @@ def cmd_sweep(args, argv) -> None:
         raise ValueError("--n-per-class and --batch-size must be >= 1")
     sweep_items(DecodeConfig(steps=args.steps), args.schedules, args.strides)  # bad input fails before the load
     ranks = distributed_ranks()
+    try:
+        _run_sweep(args, ranks)
+    finally:
+        end_distributed()
+
+
+def _run_sweep(args, ranks) -> None:
+    from core.sweep import markdown_table, run_sweep, save_plot, sweep_items
+
     if ranks.world > 1 and args.device is None:
         import torch
         if torch.cuda.is_available():  # one GPU per process where there are enough; else they share

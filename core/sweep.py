@@ -288,3 +288,13 @@ def distributed_ranks() -> Ranks:
         return box[0]
 
     return Ranks(rank, world, gather, broadcast)
+
+
+def end_distributed() -> None:
+    """Wait for every rank, then tear the process group down: a rank that exits with gloo still running aborts
+    ('terminate called without an active exception')."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
