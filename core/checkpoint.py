@@ -8,7 +8,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -90,6 +90,15 @@ def load_checkpoint(path_stem: str | Path) -> tuple[dict[str, torch.Tensor], dic
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights}: unreadable safetensors file ({exc}); {_FIX_HINT}") from None
     return state_dict, config, extra
+
+
+def load_module(path_stem: str | Path, build: Callable[[dict], torch.nn.Module]) -> tuple[torch.nn.Module, dict]:
+    """A verified checkpoint as a module in eval mode: `build(config_dict)` makes the empty module. Returns
+    (module, extra)."""
+    state, config, extra = load_checkpoint(path_stem)
+    module = build(config)
+    module.load_state_dict(state)
+    return module.eval(), extra
 
 
 def update_manifest(folder: str | Path) -> Path:

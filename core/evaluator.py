@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.checkpoint import load_checkpoint, save_checkpoint
+from core.checkpoint import load_module, save_checkpoint
 
 
 @dataclass
@@ -128,7 +128,4 @@ def train_evaluator(images: np.ndarray, labels: np.ndarray, *, test_images=None,
 
 def load_evaluator(stem: str | Path = "assets/evaluator") -> FashionCNN:
     """Load the shipped metric network (verified against MANIFEST.json) in eval mode."""
-    state, config, _ = load_checkpoint(stem)
-    model = FashionCNN(EvaluatorConfig(**config))
-    model.load_state_dict(state)
-    return model.eval()
+    return load_module(stem, lambda config: FashionCNN(EvaluatorConfig(**config)))[0]

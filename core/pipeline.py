@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.checkpoint import load_checkpoint
+from core.checkpoint import load_module
 from core.data import crop28
 from core.decode import DecodeConfig, DecodeResult, generate
 from core.evaluator import FashionCNN, load_evaluator
@@ -28,10 +28,8 @@ def default_device() -> str:
 
 def load_transformer(stem: str | Path, device: str = "cpu") -> tuple[NestedTransformer, dict]:
     """(model in eval mode, the checkpoint's recorded extra: training details, tuned decoding defaults)."""
-    state, config, extra = load_checkpoint(stem)
-    model = NestedTransformer(ModelConfig(**config))
-    model.load_state_dict(state)
-    return model.to(device).eval(), extra
+    model, extra = load_module(stem, lambda config: NestedTransformer(ModelConfig(**config)))
+    return model.to(device), extra
 
 
 @dataclass

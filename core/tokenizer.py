@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.checkpoint import load_checkpoint, save_checkpoint
+from core.checkpoint import load_module, save_checkpoint
 from core.data import crop28, to_model_input
 
 GRID = 8
@@ -282,7 +282,4 @@ def train_tokenizer(cfg: VQConfig, images: np.ndarray, *, test_images: np.ndarra
 
 def load_tokenizer(stem: str | Path = "assets/tokenizer") -> VQTokenizer:
     """Load a saved tokenizer (verified against the folder's MANIFEST.json) in eval mode."""
-    state, config, _ = load_checkpoint(stem)
-    model = VQTokenizer(VQConfig(**config))
-    model.load_state_dict(state)
-    return model.eval()
+    return load_module(stem, lambda config: VQTokenizer(VQConfig(**config)))[0]
