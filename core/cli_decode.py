@@ -1,10 +1,11 @@
-"""Decoding subcommands of `python -m core`: sample and evaluate (the same functions the app uses)."""
+"""Decoding subcommands of `python -m core`: sample, evaluate and tune (the same functions the app uses)."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -71,12 +72,8 @@ def prepare(args):
 
 
 def trace_json(result, config) -> str:
-    steps = [{"step": r.step, "size": r.size, "action": r.action, "computed": r.n_computed,
-              "attended": r.n_attended, "logits": r.n_logits, "committed": r.n_committed, "flops": r.flops,
-              "total_flops": r.total_flops, "baseline_flops": r.baseline_flops, "wall_s": r.wall_time}
-             for r in result.records]
-    return json.dumps({"config": {**config.__dict__}, "total_flops": result.total_flops,
-                       "baseline_flops": result.baseline_flops, "steps": steps})
+    return json.dumps({"config": asdict(config), "total_flops": result.total_flops,
+                       "baseline_flops": result.baseline_flops, "steps": [r.summary() for r in result.records]})
 
 
 def cmd_sample(args, argv) -> None:

@@ -7,7 +7,7 @@ which are committed) lives in `commit_step`; the cache rule lives in `core.cache
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -70,11 +70,17 @@ class StepRecord:
     baseline_flops: int  # per image, the full model on every position without a cache, same step
     wall_time: float  # seconds, model + sampling
     drift: dict[str, float] | None = None  # reuse steps with measure_drift: reused vs fresh logits
-    extra: dict = field(default_factory=dict)
 
     @property
     def total_flops(self) -> int:
         return sum(self.flops.values())
+
+    def summary(self) -> dict:
+        """What ran and what it cost, JSON-ready (steps counted from 1, as the app shows them)."""
+        return {"step": self.step + 1, "size": self.size, "action": self.action, "n_computed": self.n_computed,
+                "n_attended": self.n_attended, "n_logits": self.n_logits, "n_committed": self.n_committed,
+                "flops": self.flops, "total_flops": self.total_flops, "baseline_flops": self.baseline_flops,
+                "wall_time_s": self.wall_time}
 
 
 def planned_flops(model_cfg, config: DecodeConfig, guided: bool, prefix_len: int = 0) -> list[dict[str, int]]:

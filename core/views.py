@@ -343,10 +343,7 @@ def png_bytes(picture: np.ndarray) -> bytes:
 
 def trace_json(settings: Settings, records: list[StepRecord], p_class: list[float]) -> str:
     """The run as JSON: settings, and per step what ran, what it cost and the tokens (mask id where masked)."""
-    steps = [{"step": r.step + 1, "size": r.size, "action": r.action, "n_computed": r.n_computed,
-              "n_logits": r.n_logits, "n_committed": r.n_committed, "flops": r.flops,
-              "baseline_flops": r.baseline_flops, "wall_time_s": r.wall_time, "p_class": p,
-              "tokens": r.tokens.tolist(), "committed": r.committed.astype(int).tolist()}
+    steps = [{**r.summary(), "p_class": p, "tokens": r.tokens.tolist(), "committed": r.committed.astype(int).tolist()}
              for r, p in zip(records, p_class)]
     return json.dumps({"settings": asdict(settings), "steps": steps})
 
