@@ -121,3 +121,14 @@ def procedural_dataset(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         }
         images[i][masks[int(c)]] = level
     return images, labels
+
+
+def shuffled_batches(n: int, batch_size: int, steps: int, gen: torch.Generator):
+    """Yield `steps` index batches: full batches of a fresh permutation each epoch (the ragged tail is dropped)."""
+    per_epoch = max(1, n // batch_size)
+    step = 0
+    while step < steps:
+        perm = torch.randperm(n, generator=gen)
+        for i in range(min(per_epoch, steps - step)):
+            yield perm[i * batch_size:(i + 1) * batch_size]
+        step += min(per_epoch, steps - step)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.checkpoint import load_module, save_checkpoint
+from core.data import shuffled_batches
 
 
 @dataclass
@@ -92,28 +93,22 @@ def train_evaluator(images: np.ndarray, labels: np.ndarray, *, test_images=None,
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=total, desc="evaluator", unit="step")
-    t0, step, losses = time.time(), 0, []
+    t0, losses = time.time(), []
     model.train()
-    while step < total:
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(steps_per_epoch):
-            if step >= total:
-                break
-            idx = perm[i * batch_size:(i + 1) * batch_size]
-            xb = x[idx]
-            # Random horizontal flips: garments are left-right symmetric enough, and it curbs overfitting.
-            flip = torch.rand(len(xb), generator=gen) < 0.5
-            xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
-            loss = F.cross_entropy(model(xb), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            step += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    for idx in shuffled_batches(len(x), batch_size, total, gen):
+        xb = x[idx]
+        # Random horizontal flips: garments are left-right symmetric enough, and it curbs overfitting.
+        flip = torch.rand(len(xb), generator=gen) < 0.5
+        xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
+        loss = F.cross_entropy(model(xb), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
     if bar is not None:
         bar.close()
     model.eval()

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.checkpoint import load_module, save_checkpoint
-from core.data import crop28, to_model_input
+from core.data import crop28, shuffled_batches, to_model_input
 
 GRID = 8
 TOKENS_PER_IMAGE = GRID * GRID
@@ -237,37 +237,32 @@ def train_tokenizer(cfg: VQConfig, images: np.ndarray, *, test_images: np.ndarra
     total = max(1, int(round(epochs * steps_per_epoch)))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.05)
     data = to_model_input(images)
-    history, t0, step = [], time.time(), 0
+    history, t0 = [], time.time()
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=total, desc="tokenizer", unit="step")
     model.train()
-    while step < total:
-        perm = torch.randperm(len(data), generator=gen)
-        for i in range(steps_per_epoch):
-            if step >= total:
-                break
-            x = data[perm[i * batch_size:(i + 1) * batch_size]]
-            n_small = int(round(small_frac * len(x)))
-            if n_small:
-                x = torch.cat([_shrink_and_place(x[:n_small], gen), x[n_small:]])
-            recon, _, commit = model(x)
-            rec = F.mse_loss(recon, x)
-            loss = rec + cfg.commitment * commit
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            history.append(rec.item())
-            step += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(mse=f"{history[-1]:.4f}")
-            if step % 200 == 0 or step == total:
-                used = float((model.quantizer.usage >= cfg.dead_threshold).float().mean())
-                log(f"step {step}/{total} recon_mse {history[-1]:.5f} live_codes {used:.2f} "
-                    f"({time.time() - t0:.0f}s)")
+    for step, idx in enumerate(shuffled_batches(len(data), batch_size, total, gen), start=1):
+        x = data[idx]
+        n_small = int(round(small_frac * len(x)))
+        if n_small:
+            x = torch.cat([_shrink_and_place(x[:n_small], gen), x[n_small:]])
+        recon, _, commit = model(x)
+        rec = F.mse_loss(recon, x)
+        loss = rec + cfg.commitment * commit
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        history.append(rec.item())
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(mse=f"{history[-1]:.4f}")
+        if step % 200 == 0 or step == total:
+            used = float((model.quantizer.usage >= cfg.dead_threshold).float().mean())
+            log(f"step {step}/{total} recon_mse {history[-1]:.5f} live_codes {used:.2f} "
+                f"({time.time() - t0:.0f}s)")
     if bar is not None:
         bar.close()
     model.eval()

@@ -85,3 +85,14 @@ def test_cli_bad_argument_is_one_line(capsys):
     assert info.value.code != 0
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
+
+
+def test_shuffled_batches_cover_each_epoch_once():
+    import torch
+
+    from core.data import shuffled_batches
+
+    batches = list(shuffled_batches(10, 3, 7, torch.Generator().manual_seed(0)))
+    assert len(batches) == 7 and all(len(b) == 3 for b in batches)
+    for epoch in (batches[0:3], batches[3:6]):  # 3 full batches per epoch, the ragged 10th item dropped
+        assert len(set(torch.cat(epoch).tolist())) == 9
