@@ -29,16 +29,6 @@ def pass_flops(cfg: ModelConfig, size: str, n_q: int, n_kv: int, n_logits: int) 
     }
 
 
-def baseline_step_flops(cfg: ModelConfig, steps: int, mask_schedule: str = "cosine", prefix_len: int = 0,
-                        guided: bool = False) -> list[int]:
-    """Per-image FLOPs of each step of the baseline: the full model on every position at every step, no cache,
-    logits for the masked positions, doubled under classifier-free guidance."""
-    n_seq = cfg.seq_len + 1
-    masked = masked_after(cfg.seq_len - prefix_len, steps, mask_schedule)
-    passes = 2 if guided else 1
-    return [passes * sum(pass_flops(cfg, cfg.full_size, n_seq, n_seq, masked[k]).values()) for k in range(steps)]
-
-
 def run_flops(cfg: ModelConfig, sizes, actions, mask_schedule: str = "cosine", prefix_len: int = 0,
               guided: bool = False) -> list[dict[str, int]]:
     """Per-image FLOPs of each step of a run, known before it runs: a refresh processes every position; a reuse
@@ -53,8 +43,12 @@ def run_flops(cfg: ModelConfig, sizes, actions, mask_schedule: str = "cosine", p
     return out
 
 
-def total(flops: dict[str, int]) -> int:
-    return sum(flops.values())
+def baseline_step_flops(cfg: ModelConfig, steps: int, mask_schedule: str = "cosine", prefix_len: int = 0,
+                        guided: bool = False) -> list[int]:
+    """Per-image FLOPs of each step of the baseline: the full model on every position at every step (a refresh
+    every step, i.e. no cache), logits for the masked positions, doubled under classifier-free guidance."""
+    plan = run_flops(cfg, [cfg.full_size] * steps, ["refresh"] * steps, mask_schedule, prefix_len, guided)
+    return [sum(step.values()) for step in plan]
 
 
 def _register_cpu_attention() -> None:
