@@ -40,6 +40,7 @@ class Pipeline:
     device: str = "cpu"
     assets: Path = ASSETS
     card: dict = field(default_factory=dict)  # the transformer checkpoint's recorded extra
+    fd_reference: tuple | None = field(default=None, repr=False)  # (mu, sigma) of the 10k test images' features
 
     @classmethod
     def load(cls, assets: str | Path | None = None, device: str | None = None) -> "Pipeline":
@@ -48,7 +49,8 @@ class Pipeline:
         device = device or default_device()
         model, card = load_transformer(assets / "transformer", device)
         return cls(model=model, tokenizer=load_tokenizer(assets / "tokenizer").to(device),
-                   evaluator=load_evaluator(assets / "evaluator"), device=device, assets=assets, card=card)
+                   evaluator=load_evaluator(assets / "evaluator"), device=device, assets=assets, card=card,
+                   fd_reference=reference_stats(assets / "fmnist_test_stats"))
 
     def tuned(self) -> dict:
         """Decoding settings chosen for this checkpoint by `python -m core tune` (guidance scale, temperature)."""
@@ -76,7 +78,6 @@ class Pipeline:
         (None below two samples)."""
         probs = self.class_probs(images)
         labels = np.asarray(labels)
-        stats = reference_stats(self.assets / "fmnist_test_stats")
         # A covariance needs at least two samples; FD stays biased upward for small n.
-        fd = fd_to_reference(self.evaluator, images, stats) if len(images) >= 2 else None
+        fd = fd_to_reference(self.evaluator, images, self.fd_reference) if len(images) >= 2 else None
         return {"label_accuracy": float((probs.argmax(1) == labels).mean()), "fd": fd, "n": int(len(images))}
