@@ -31,6 +31,7 @@ if not Path(CHROMIUM).is_file():
         raise RuntimeError(f"{CHROMIUM} is missing; the browser test must run under CI")
     pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium)", allow_module_level=True)
 sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+PlaywrightTimeout = pytest.importorskip("playwright.sync_api").TimeoutError
 
 
 def _free_port() -> int:
@@ -159,8 +160,15 @@ def test_schedule_table_edit_updates_the_text_form(server, browser):
     grid.wait_for()
     box = grid.bounding_box()
     # The grid is a canvas: double-click the first row's sub-model cell (second column, below the header row).
-    page.mouse.dblclick(box["x"] + 90, box["y"] + 52)
-    page.get_by_role("option", name="L", exact=True).first.click()
+    option = page.get_by_role("option", name="L", exact=True).first
+    for _ in range(5):  # the canvas may still be laying out when the expander opens: retry until the editor shows
+        page.mouse.dblclick(box["x"] + 90, box["y"] + 52)
+        try:
+            option.wait_for(timeout=3000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    option.click()
     page.mouse.click(box["x"] + 100, box["y"] - 200)  # click outside the grid to commit the edit
     text = page.get_by_role("textbox", name="Schedule (text form)")
     page.wait_for_function("() => document.querySelector(\"input[aria-label='Schedule (text form)']\")"
