@@ -80,7 +80,7 @@ def cmd_train(args, argv: list[str]) -> None:
     tokens_stem = out / "tokens"
     if (tokens_stem.with_suffix(".safetensors")).exists():
         tensors, _, _ = load_checkpoint(tokens_stem)
-        tokens, labels = tensors["tokens"], tensors["labels"]
+        tokens, labels = tensors["tokens"].long(), tensors["labels"].long()
     else:
         images, y = load_fashion_mnist("train", args.data_dir)
         tokenizer = load_tokenizer(args.tokenizer)
@@ -90,8 +90,9 @@ def cmd_train(args, argv: list[str]) -> None:
                 parts.append(tokenize_dataset(tokenizer, images[:, :, ::-1].copy()))
         tokens = torch.cat(parts)
         labels = torch.from_numpy(y).long().repeat(len(parts))
-        save_checkpoint(tokens_stem, {"tokens": tokens, "labels": labels}, {"tokenizer": str(args.tokenizer),
-                                                                            "hflip": args.hflip})
+        # int16 holds any codebook index (<= 32767) at a quarter of int64's size
+        save_checkpoint(tokens_stem, {"tokens": tokens.to(torch.int16), "labels": labels.to(torch.int16)},
+                        {"tokenizer": str(args.tokenizer), "hflip": args.hflip})
     model_cfg = ModelConfig(vocab_size=args.vocab_size,
                             dim=args.dim, heads=args.heads, layers=args.layers, seq_len=tokens.shape[1])
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,

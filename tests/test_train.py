@@ -84,3 +84,38 @@ def test_two_process_ddp_ranks_agree(tmp_path):
     assert d0 == d1
     state, _, extra = load_checkpoint(tmp_path / "transformer")
     assert extra["world_size"] == 2
+
+
+def test_train_cli_caches_tokens_once_and_trains_from_the_cache(tmp_path):
+    import numpy as np
+    from core.__main__ import main
+    from core.data import procedural_dataset
+    from core.tokenizer import load_tokenizer, tokenize_dataset
+    from tests.test_data import _write_idx
+    from tests.tiny_assets import make_tiny_assets
+
+    assets = make_tiny_assets(tmp_path / "assets")
+    data = tmp_path / "data"
+    data.mkdir()
+    images, labels = procedural_dataset(6)
+    _write_idx(data, "train", images, labels)
+    run = tmp_path / "run"
+    args = ["train", "--tokenizer", str(assets / "tokenizer"), "--vocab-size", "16", "--out", str(run),
+            "--batch-size", "4", "--dim", "16", "--heads", "8", "--layers", "1", "--device", "cpu",
+            "--checkpoint-every", "1", "--threads", "1"]
+    assert main(args + ["--steps", "2", "--data-dir", str(data)]) == 0
+
+    cached, _, _ = load_checkpoint(run / "tokens")
+    assert cached["tokens"].dtype == torch.int16  # a quarter of int64's size, same indices
+    tokenizer = load_tokenizer(assets / "tokenizer")
+    with torch.no_grad():
+        expected = torch.cat([tokenize_dataset(tokenizer, images),
+                              tokenize_dataset(tokenizer, np.ascontiguousarray(images[:, :, ::-1]))])
+    assert torch.equal(cached["tokens"].long(), expected)
+    assert cached["labels"].long().tolist() == labels.tolist() * 2
+
+    # Resuming needs only the cache: the data set can be gone.
+    for f in data.iterdir():
+        f.unlink()
+    assert main(args + ["--steps", "3", "--resume", "--data-dir", str(data)]) == 0
+    assert json.loads((run / "last.json").read_text())["extra"]["step"] == 3
