@@ -90,8 +90,9 @@ def cmd_train(args, argv: list[str]) -> None:
                 parts.append(tokenize_dataset(tokenizer, images[:, :, ::-1].copy()))
         tokens = torch.cat(parts)
         labels = torch.from_numpy(y).long().repeat(len(parts))
-        # int16 holds any codebook index (<= 32767) at a quarter of int64's size
-        save_checkpoint(tokens_stem, {"tokens": tokens.to(torch.int16), "labels": labels.to(torch.int16)},
+        # Stored at a quarter of int64's size; a codebook past int16's range keeps int32 rather than wrapping.
+        compact = torch.int16 if tokens.max() <= torch.iinfo(torch.int16).max else torch.int32
+        save_checkpoint(tokens_stem, {"tokens": tokens.to(compact), "labels": labels.to(torch.int16)},
                         {"tokenizer": str(args.tokenizer), "hflip": args.hflip})
     model_cfg = ModelConfig(vocab_size=args.vocab_size,
                             dim=args.dim, heads=args.heads, layers=args.layers, seq_len=tokens.shape[1])
