@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.checkpoint import load_module
+from core.checkpoint import load_checkpoint
 from core.data import crop28
 from core.decode import DecodeConfig, DecodeResult, generate
 from core.evaluator import FashionCNN, load_evaluator
 from core.metrics import class_probs, fd_to_reference, reference_stats
-from core.nested import ModelConfig, NestedTransformer
+from core.nested import ModelConfig, NestedTransformer, upgrade_state_dict
 from core.tokenizer import VQTokenizer, load_tokenizer
 
 ASSETS = Path(os.environ.get("MAGNETS_ASSETS", Path(__file__).resolve().parents[1] / "assets"))
@@ -27,9 +27,12 @@ def default_device() -> str:
 
 
 def load_transformer(stem: str | Path, device: str = "cpu") -> tuple[NestedTransformer, dict]:
-    """(model in eval mode, the checkpoint's recorded extra: training details, tuned decoding defaults)."""
-    model, extra = load_module(stem, lambda config: NestedTransformer(ModelConfig(**config)))
-    return model.to(device), extra
+    """(model in eval mode, the checkpoint's recorded extra: training details, tuned decoding defaults).
+    A checkpoint of the first format (separate q/k/v) is converted on load."""
+    state, config, extra = load_checkpoint(stem)
+    model = NestedTransformer(ModelConfig(**config))
+    model.load_state_dict(upgrade_state_dict(state, model.cfg))
+    return model.to(device).eval(), extra
 
 
 @dataclass

@@ -169,6 +169,10 @@ class VQTokenizer(nn.Module):
         zq = self.quantizer.codebook[tokens].view(tokens.shape[0], GRID, GRID, -1).permute(0, 3, 1, 2)
         return torch.sigmoid(self.decoder(zq))
 
+    @property
+    def codebook_device(self) -> torch.device:
+        return self.quantizer.codebook.device
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
@@ -180,7 +184,8 @@ def _batches(n: int, batch_size: int):
 
 def tokenize_dataset(tokenizer: VQTokenizer, images: np.ndarray, batch_size: int = 512) -> torch.Tensor:
     """uint8 (n,28,28) -> LongTensor (n,64), batched under no_grad."""
-    out = [tokenizer.encode(to_model_input(images[s])) for s in _batches(len(images), batch_size)]
+    device = tokenizer.codebook_device
+    out = [tokenizer.encode(to_model_input(images[s]).to(device)).cpu() for s in _batches(len(images), batch_size)]
     return torch.cat(out) if out else torch.empty(0, TOKENS_PER_IMAGE, dtype=torch.long)
 
 
@@ -191,8 +196,9 @@ def evaluate_tokenizer(tokenizer: VQTokenizer, images: np.ndarray, batch_size: i
     tokenizer.eval()
     sq_err, counts = 0.0, torch.zeros(tokenizer.cfg.codebook_size)
     for s in _batches(len(images), batch_size):
-        tokens = tokenizer.encode(to_model_input(images[s]))
+        tokens = tokenizer.encode(to_model_input(images[s]).to(tokenizer.codebook_device))
         recon = crop28(tokenizer.decode(tokens)).astype(np.float32) / 255.0
+        tokens = tokens.cpu()
         sq_err += float(((recon - images[s].astype(np.float32) / 255.0) ** 2).sum())
         counts += torch.bincount(tokens.flatten(), minlength=tokenizer.cfg.codebook_size).float()
     tokenizer.train(was_training)
@@ -206,21 +212,19 @@ def evaluate_tokenizer(tokenizer: VQTokenizer, images: np.ndarray, batch_size: i
 def _shrink_and_place(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Scale items down and drop them at random offsets, as in Moving Fashion-MNIST frames,
     so one tokenizer serves both images and video (DESIGN section 3)."""
+    from core.video import render, scale_items  # the clips' own renderer (core.video imports this module)
+
     b = x.shape[0]
     size = int(torch.randint(12, 25, (1,), generator=gen))
-    small = F.interpolate(x[:, :, 2:30, 2:30], size=(size, size), mode="bilinear", align_corners=False)
-    out = torch.zeros_like(x)
-    oy, ox = torch.randint(0, 33 - size, (2, b), generator=gen)
-    for i in range(b):
-        out[i, :, oy[i]:oy[i] + size, ox[i]:ox[i] + size] = small[i]
-    return out
+    pos = torch.randint(0, 33 - size, (b, 1, 2), generator=gen).to(x.device)
+    return render(scale_items(x[:, 0, 2:30, 2:30], size), pos, 32)[:, :1]
 
 
 def train_tokenizer(cfg: VQConfig, images: np.ndarray, *, test_images: np.ndarray | None = None,
                     epochs: float = 1.0, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
                     small_frac: float = 0.25, out_stem: str | Path | None = None,
                     extra: dict | None = None, log: Callable[[str], None] = print,
-                    progress: bool = False) -> tuple[VQTokenizer, dict]:
+                    progress: bool = False, device: str = "cpu") -> tuple[VQTokenizer, dict]:
     """Train on uint8 (n,28,28) images; return (tokenizer in eval mode, metrics).
 
     metrics holds the per-step loss history ("loss_history") and, when test_images are
@@ -231,12 +235,12 @@ def train_tokenizer(cfg: VQConfig, images: np.ndarray, *, test_images: np.ndarra
                          f"(got {epochs}, {batch_size}, {lr}, {small_frac})")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = VQTokenizer(cfg)
+    model = VQTokenizer(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = max(1, len(images) // batch_size)
     total = max(1, int(round(epochs * steps_per_epoch)))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.05)
-    data = to_model_input(images)
+    data = to_model_input(images).to(device)
     history, t0 = [], time.time()
     bar = None
     if progress:

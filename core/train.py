@@ -3,7 +3,12 @@
 Every step masks one batch and runs the full model and the smaller sub-models on it. Loss =
 CE(full) + sum_p [lambda * CE(p) + (1 - lambda) * KL(stopgrad(full) || p)], lambda decaying 1 -> 0 linearly, so
 the small models first learn from the data and then increasingly imitate the full model they will hand over to.
-Runs unchanged under `torchrun --nproc_per_node=N` (DDP: gloo on CPU, nccl on GPU).
+
+A run's horizon (`steps`) and with it every schedule (learning rate, lambda) is fixed when it starts and recorded
+in its checkpoints: `resume` continues the same curves, and each step's randomness depends only on (seed, rank,
+step), so a run stopped and resumed ends with the same weights as one that never stopped. Lengthening a run is an
+explicit `extend`, recorded in the checkpoint. Runs unchanged under `torchrun --nproc_per_node=N` (DDP: gloo on
+CPU, nccl on GPU).
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -25,7 +30,7 @@ from core.nested import ModelConfig, NestedTransformer
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1500
+    steps: int = 1500  # the horizon: the lr and lambda curves are fixed by it when the run starts
     batch_size: int = 64  # per process
     lr: float = 1e-3
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
@@ -33,8 +38,13 @@ class TrainConfig:
     weight_decay: float = 0.05
     grad_clip: float = 1.0
     label_drop: float = 0.1  # null-class probability, for classifier-free guidance
+    label_smoothing: float = 0.1  # on every cross-entropy term (not on the distillation KL)
+    distill: bool = True  # False: lambda stays 1, every size learns from the data alone (ablation of claim d)
     smaller_sizes_per_step: int | None = None  # None = every smaller size each step; k = a random k of them
+    prefix_frac: float = 0.0  # video: the fraction of samples trained as frame prediction (prefix given)
+    prefix_len: int = 0  # tokens given to a frame-prediction sample (never masked, no loss, null class)
     ema_decay: float | None = 0.999  # None = no EMA; with EMA the saved weights are the EMA weights
+    bf16: bool = False  # autocast matrix products to bfloat16 (for GPUs; the weights stay float32)
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
@@ -45,8 +55,12 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
-        if not 0 <= self.label_drop < 1:
-            raise ValueError(f"TrainConfig.label_drop must be in [0, 1), got {self.label_drop}")
+        for name in ("label_drop", "label_smoothing"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.prefix_frac <= 1 or self.prefix_len < 0 or (self.prefix_frac > 0) != (self.prefix_len > 0):
+            raise ValueError(f"TrainConfig.prefix_frac must be in [0, 1] and prefix_len >= 0, both set or neither "
+                             f"(got {self.prefix_frac}, {self.prefix_len})")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"TrainConfig.ema_decay must be in (0, 1) or None, got {self.ema_decay}")
         if self.smaller_sizes_per_step is not None and self.smaller_sizes_per_step < 0:
@@ -59,66 +73,132 @@ class TrainConfig:
         return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
     def distill_lambda(self, step: int) -> float:
-        return max(0.0, 1.0 - step / self.steps)
+        return max(0.0, 1.0 - step / self.steps) if self.distill else 1.0
 
 
-def mask_batch(tokens: torch.Tensor, mask_id: int, gen: torch.Generator) -> torch.Tensor:
-    """MaskGIT masking: per sample r ~ U(0,1), mask ceil(cos(pi r / 2) * N) random positions (at least one).
-    Returns the (B, N) bool mask."""
+class TokenData:
+    """A fixed token set (e.g. the tokenized training images); batches are drawn with replacement."""
+
+    def __init__(self, tokens: torch.Tensor, labels: torch.Tensor):
+        if tokens.ndim != 2 or len(tokens) != len(labels) or len(tokens) == 0:
+            raise ValueError(f"TokenData needs tokens (n, seq_len) and n labels, got {tuple(tokens.shape)} and "
+                             f"{tuple(labels.shape)}")
+        self.tokens, self.labels = tokens, labels
+
+    def to(self, device) -> "TokenData":
+        return TokenData(self.tokens.to(device), self.labels.to(device))
+
+    def sample(self, batch_size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(0, len(self.tokens), (batch_size,), generator=gen, device=self.tokens.device)
+        return self.tokens[idx], self.labels[idx]
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """Every random draw of a step comes from a generator seeded here, so resuming reproduces it exactly."""
+    return (seed * 1_000_003 + step) * 8191 + rank
+
+
+def mask_batch(tokens: torch.Tensor, gen: torch.Generator, given: torch.Tensor | None = None) -> torch.Tensor:
+    """MaskGIT masking: per sample r ~ U(0,1), mask ceil(cos(pi r / 2) * n) random positions (at least one) of
+    the n it generates. given: (B,) number of leading positions a sample is given (frame prediction), never
+    masked. Returns the (B, N) bool mask."""
     B, N = tokens.shape
+    given = torch.zeros(B, dtype=torch.long, device=tokens.device) if given is None else given
+    n = N - given
     r = torch.rand(B, generator=gen, device=tokens.device)
-    n_mask = torch.ceil(torch.cos(math.pi / 2 * r) * N).clamp(1, N).long()
-    ranks = torch.rand(B, N, generator=gen, device=tokens.device).argsort(1).argsort(1)
+    n_mask = torch.minimum(torch.ceil(torch.cos(math.pi / 2 * r) * n).long().clamp(min=1), n)
+    scores = torch.rand(B, N, generator=gen, device=tokens.device)
+    scores = scores.masked_fill(torch.arange(N, device=tokens.device) < given[:, None], 2.0)  # given: ranked last
+    ranks = scores.argsort(1).argsort(1)
     return ranks < n_mask[:, None]
 
 
-def nested_loss(model, tokens, labels, mask, mask_id, sizes, lam):
-    """Returns (total loss, {size: CE}) for one masked batch."""
+def nested_loss(model, tokens, labels, mask, mask_id, sizes, lam, label_smoothing: float = 0.0):
+    """Returns (total loss, {size: CE}) for one masked batch; `sizes` ends with the full model (the teacher)."""
     inputs = tokens.masked_fill(mask, mask_id)
-    full_size = sizes[-1]
-    logits = model(inputs, labels, full_size)
     target = tokens[mask]
-    ce_full = F.cross_entropy(logits[mask], target)
-    total, parts = ce_full, {full_size: ce_full.detach()}
-    teacher = F.log_softmax(logits[mask].detach(), -1)
+    logits = model(inputs, labels, sizes[-1])[mask].float()
+    ce_full = F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+    total, parts = ce_full, {sizes[-1]: ce_full.detach()}
+    teacher = F.log_softmax(logits.detach(), -1)  # stop-gradient: the small models follow the full one, not back
     for size in sizes[:-1]:
-        small = model(inputs, labels, size)[mask]
-        ce = F.cross_entropy(small, target)
-        kl = F.kl_div(F.log_softmax(small, -1), teacher, log_target=True, reduction="batchmean")
+        small = model(inputs, labels, size)[mask].float()
+        ce = F.cross_entropy(small, target, label_smoothing=label_smoothing)
+        kl = F.kl_div(F.log_softmax(small, -1), teacher, log_target=True, reduction="batchmean")  # KL(teacher||p)
         total = total + lam * ce + (1 - lam) * kl
         parts[size] = ce.detach()
     return total, parts
 
 
-def _state_with_optimizer(model, ema, opt, step) -> tuple[dict, dict]:
+def _state_with_optimizer(model, ema, opt) -> dict:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in ema.items()})
     for i, st in opt.state_dict()["state"].items():
         for name, v in st.items():
             tensors[f"opt.{i}.{name}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, {"step": step}
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
 
 
-def _load_training_state(path, model, ema, opt) -> int:
-    tensors, _, extra = load_checkpoint(path)
+def _load_training_state(tensors, model, ema, opt) -> None:
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     if ema is not None:
         for k in ema:
-            ema[k].copy_(tensors.get(f"ema.{k}", model.state_dict()[k]))
+            ema[k].copy_(tensors[f"ema.{k}"])
     state = opt.state_dict()
     for key, v in tensors.items():
         if key.startswith("opt."):
             _, i, name = key.split(".", 2)
             state["state"].setdefault(int(i), {})[name] = v
     opt.load_state_dict(state)
-    return int(extra["step"])
 
 
-def train(model_cfg: ModelConfig, cfg: TrainConfig, tokens: torch.Tensor, labels: torch.Tensor, out_dir,
-          resume: bool = False, device: str = "cpu", progress: bool = True) -> Path:
-    """Train on (tokens (n, seq_len), labels (n,)); write checkpoints, metrics.jsonl and final weights in out_dir.
-    Returns the stem of the final weights (`<out_dir>/transformer`)."""
+def resume_point(out_dir, model_cfg: ModelConfig, cfg: TrainConfig, extend: bool = False) -> tuple[dict, dict]:
+    """(tensors, extra) of `<out_dir>/last` after checking that `cfg` and `model_cfg` continue that run: every
+    setting equal, except a longer horizon when `extend` says so (then recorded in extra["extensions"]). Raises
+    ValueError naming each setting that differs, the checkpoint's value and the given one."""
+    tensors, saved_model, extra = load_checkpoint(Path(out_dir) / "last")
+    saved = TrainConfig(**extra["train_config"])
+    step = int(extra["step"])
+    diffs = [f"{f.name}: the run has {getattr(saved, f.name)!r}, given {getattr(cfg, f.name)!r}"
+             for f in fields(TrainConfig) if f.name != "steps" and getattr(saved, f.name) != getattr(cfg, f.name)]
+    diffs += [f"model {k}: the run has {v!r}, given {model_cfg.to_dict()[k]!r}"
+              for k, v in saved_model.items() if model_cfg.to_dict().get(k) != v]
+    if diffs:
+        raise ValueError(f"cannot resume {out_dir}: settings differ from the run's ({'; '.join(diffs)}); resume "
+                         "with the run's settings, or start a new run in another folder")
+    if cfg.steps != saved.steps:
+        if cfg.steps <= step:
+            raise ValueError(f"cannot resume {out_dir}: steps={cfg.steps} is at or below the run's step {step}")
+        if not extend:
+            raise ValueError(f"cannot resume {out_dir}: steps={cfg.steps} differs from the run's horizon "
+                             f"{saved.steps}, which fixes its lr and lambda curves; to lengthen the run say so with "
+                             "--extend (recorded in the checkpoint), or resume with the run's steps")
+        extra = {**extra, "extensions": [*extra.get("extensions", []),
+                                         {"at_step": step, "from_steps": saved.steps, "to_steps": cfg.steps}]}
+    elif extend:
+        raise ValueError(f"--extend needs a --steps above the run's horizon {saved.steps}")
+    return tensors, extra
+
+
+@torch.no_grad()
+def validation_ce(model, data, sizes, mask_id, seed: int, batch_size: int) -> dict[str, float]:
+    """Masked cross-entropy of every size on one fixed held-out batch and mask (no label smoothing)."""
+    gen = torch.Generator(device=data.tokens.device).manual_seed(seed)
+    tokens, labels = data.sample(batch_size, gen)
+    mask = mask_batch(tokens, gen)
+    inputs = tokens.masked_fill(mask, mask_id)
+    return {f"val_ce_{s}": float(F.cross_entropy(model(inputs, labels, s)[mask].float(), tokens[mask]))
+            for s in sizes}
+
+
+def train(model_cfg: ModelConfig, cfg: TrainConfig, data, out_dir, resume: bool = False, extend: bool = False,
+          device: str = "cpu", progress: bool = True, val_data: TokenData | None = None, val_every: int = 0,
+          compile: bool = False, record: dict | None = None) -> Path:
+    """Train on `data` (anything with `.sample(batch_size, gen) -> (tokens, labels)` on `device`, e.g.
+    TokenData); write checkpoints, metrics.jsonl and final weights in out_dir. `record` is kept in every
+    checkpoint's extra (e.g. what the data was made with). Returns the stem of the final weights
+    (`<out_dir>/transformer`)."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank, world = 0, 1
     if distributed:
@@ -134,57 +214,77 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, tokens: torch.Tensor, labels
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "emb" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "emb" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95),
+                            fused=device.startswith("cuda"))
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.ema_decay else None
-    start = 0
+    start, extra = 0, {"sessions": []}
     if resume and (out / "last.safetensors").exists():
-        start = _load_training_state(out / "last", model, ema, opt)
+        tensors, extra = resume_point(out, model_cfg, cfg, extend)
+        _load_training_state(tensors, model, ema, opt)
+        start = int(extra["step"])
+    extra = {**extra, **(record or {}), "train_config": asdict(cfg)}
+    earlier_sessions = list(extra.get("sessions", []))
+    session = {"start_step": start, "world_size": world, "device": torch.device(device).type}
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
-    gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank * 7919 + start)
-    tokens, labels = tokens.to(device), labels.to(device)
+    loss_fn = torch.compile(nested_loss) if compile else nested_loss
+    live = list(model.state_dict().values())
+    gen = torch.Generator(device=device)
     log = open(out / "metrics.jsonl", "a") if rank == 0 else None
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress or rank != 0)
-    t_last, seen = time.perf_counter(), 0
+    t_session = t_last = time.perf_counter()
+    seen = 0
+    autocast = torch.autocast(torch.device(device).type, torch.bfloat16, enabled=cfg.bf16)
     for step in bar:
+        gen.manual_seed(step_seed(cfg.seed, rank, step))
         for g in opt.param_groups:
             g["lr"] = cfg.lr_at(step)
-        idx = torch.randint(0, len(tokens), (cfg.batch_size,), generator=gen, device=device)
-        x, y = tokens[idx], labels[idx].clone()
-        y[torch.rand(len(y), generator=gen, device=device) < cfg.label_drop] = model_cfg.null_class
-        mask = mask_batch(x, model_cfg.mask_id, gen)
+        x, y = data.sample(cfg.batch_size, gen)
+        y = y.masked_fill(torch.rand(len(y), generator=gen, device=device) < cfg.label_drop, model_cfg.null_class)
+        given = None
+        if cfg.prefix_len:  # frame prediction: the first frames are given, and the class is not
+            predict = torch.rand(len(y), generator=gen, device=device) < cfg.prefix_frac
+            given = predict.long() * cfg.prefix_len
+            y = y.masked_fill(predict, model_cfg.null_class)
+        mask = mask_batch(x, gen, given)
         smaller = sizes[:-1]
         if cfg.smaller_sizes_per_step is not None:
             pick = torch.randperm(len(smaller), generator=gen, device=device)[: cfg.smaller_sizes_per_step]
             smaller = [smaller[i] for i in sorted(pick.tolist())]
         lam = cfg.distill_lambda(step)
-        loss, parts = nested_loss(net, x, y, mask, model_cfg.mask_id, smaller + sizes[-1:], lam)
+        with autocast:
+            loss, parts = loss_fn(net, x, y, mask, model_cfg.mask_id, smaller + sizes[-1:], lam,
+                                  cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         if ema is not None:
             with torch.no_grad():
-                for k, v in model.state_dict().items():
-                    ema[k].lerp_(v, 1 - cfg.ema_decay) if v.is_floating_point() else ema[k].copy_(v)
+                torch._foreach_lerp_(list(ema.values()), live, 1 - cfg.ema_decay)
         seen += cfg.batch_size * world
-        if rank == 0 and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
+        done = step + 1
+        if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps):
             now = time.perf_counter()
-            row = {"step": step + 1, "loss": loss.item(), "lr": cfg.lr_at(step), "lambda": lam,
+            row = {"step": done, "loss": loss.item(), "lr": cfg.lr_at(step), "lambda": lam,
                    "grad_norm": float(grad_norm), "samples_per_s": seen / (now - t_last),
                    **{f"ce_{s}": float(v) for s, v in parts.items()}}
-            t_last, seen = now, 0
+            if val_data is not None and val_every and (done % val_every == 0 or done == cfg.steps):
+                with autocast:
+                    row.update(validation_ce(model, val_data, sizes, model_cfg.mask_id, cfg.seed, 512))
+            t_last, seen = time.perf_counter(), 0
             log.write(json.dumps(row) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{row['loss']:.3f}", ce_L=f"{row['ce_' + sizes[-1]]:.3f}",
                             sps=f"{row['samples_per_s']:.0f}")
-        if rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
-            tensors, extra = _state_with_optimizer(model, ema, opt, step + 1)
-            save_checkpoint(out / "last", tensors, model_cfg, {**extra, "train_config": asdict(cfg)})
+        if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            session.update(end_step=done, seconds=round(time.perf_counter() - t_session, 1))
+            extra = {**extra, "step": done, "sessions": [*earlier_sessions, dict(session)]}
+            save_checkpoint(out / "last", _state_with_optimizer(model, ema, opt), model_cfg, extra)
     final = out / "transformer"
     if rank == 0:
         weights = ema if ema is not None else model.state_dict()
         save_checkpoint(final, {k: v.detach().cpu().contiguous() for k, v in weights.items()}, model_cfg,
-                        {"train_config": asdict(cfg), "steps": cfg.steps, "world_size": world})
+                        {k: v for k, v in extra.items() if k != "step"} | {"steps": cfg.steps, "world_size": world})
         log.close()
     if distributed:
         dist.barrier()

@@ -8,7 +8,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.nested import ModelConfig  # noqa: E402
-from core.train import TrainConfig, train  # noqa: E402
+from core.train import TokenData, TrainConfig, train  # noqa: E402
 
 out = Path(sys.argv[1])
 torch.manual_seed(123)  # the same data on every rank; each rank draws different batches from it
@@ -28,6 +28,6 @@ class Capturing(original):  # keep a handle on this rank's live model to digest 
 
 tr.NestedTransformer = Capturing
 train(model_cfg, TrainConfig(steps=4, batch_size=4, warmup_steps=1, ema_decay=None, checkpoint_every=2,
-                             log_every=1), tokens, labels, out, progress=False)
+                             log_every=1), TokenData(tokens, labels), out, progress=False)
 digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in captured["model"].parameters())).hexdigest()
 (out / f"rank{os.environ['RANK']}.digest").write_text(digest)

@@ -63,5 +63,5 @@ def test_unknown_size_is_named(tiny_model):
 
 def test_default_config_nests_four_sizes():
     cfg = ModelConfig()
-    assert (cfg.layers, cfg.dim, cfg.heads, cfg.seq_len, cfg.vocab_size) == (8, 128, 8, 64, 512)
-    assert [cfg.width(s) for s in ("XS", "S", "M", "L")] == [16, 32, 64, 128]
+    assert (cfg.layers, cfg.dim, cfg.heads, cfg.seq_len, cfg.vocab_size) == (8, 256, 8, 64, 512)
+    assert [cfg.width(s) for s in ("XS", "S", "M", "L")] == [32, 64, 128, 256]

@@ -1,5 +1,6 @@
 import json
 import os
+from dataclasses import replace
 import socket
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import torch
 
 from core.checkpoint import load_checkpoint
 from core.nested import ModelConfig
-from core.train import TrainConfig, mask_batch, nested_loss, train
+from core.train import TokenData, TrainConfig, mask_batch, nested_loss, train
 from core.nested import NestedTransformer
 
 TINY = ModelConfig(vocab_size=16, seq_len=16, dim=32, heads=8, layers=1)
@@ -18,26 +19,64 @@ TINY = ModelConfig(vocab_size=16, seq_len=16, dim=32, heads=8, layers=1)
 
 def test_mask_batch_follows_cosine_and_masks_at_least_one():
     gen = torch.Generator().manual_seed(0)
-    mask = mask_batch(torch.zeros(2000, 16, dtype=torch.long), 16, gen)
+    mask = mask_batch(torch.zeros(2000, 16, dtype=torch.long), gen)
     counts = mask.sum(1)
     assert counts.min() >= 1 and counts.max() <= 16
     # E[cos(pi r / 2)] = 2 / pi: about 64 % of the tokens are masked on average
     assert abs(counts.float().mean().item() / 16 - 2 / torch.pi) < 0.05
 
 
-def test_nested_loss_distills_from_the_full_model():
+def test_mask_batch_never_masks_given_positions():
+    gen = torch.Generator().manual_seed(1)
+    given = torch.tensor([0, 4, 12, 15] * 250)
+    mask = mask_batch(torch.zeros(1000, 16, dtype=torch.long), gen, given)
+    positions = torch.arange(16)
+    assert not (mask & (positions < given[:, None])).any()
+    assert (mask.sum(1) >= 1).all()
+    assert (mask[given == 15].sum(1) == 1).all() and mask[given == 15][:, 15].all()  # the one free position
+    # the masked fraction of the free positions still follows the cosine draw (ceil adds ~1/(2n))
+    rows = given == 4
+    assert abs((mask[rows].sum(1) / 12).float().mean().item() - 2 / torch.pi) < 0.07
+
+
+def _reference_loss_parts(model, tokens, labels, mask, mask_id, small, lam):
+    """DESIGN §5 written out again: CE(full) + lam * CE(small) + (1 - lam) * KL(teacher || small)."""
+    inputs = tokens.masked_fill(mask, mask_id)
+    full = model(inputs, labels, "L")[mask]
+    student = model(inputs, labels, small)[mask]
+    p_t = torch.softmax(full, -1)
+    kl = (p_t * (torch.log_softmax(full, -1) - torch.log_softmax(student, -1))).sum(-1).mean()
+    ce = lambda logits: -torch.log_softmax(logits, -1).gather(1, tokens[mask][:, None]).mean()  # noqa: E731
+    return ce(full), ce(student), kl
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.3, 0.0])
+def test_nested_loss_matches_the_design_formula(lam):
     torch.manual_seed(0)
     model = NestedTransformer(TINY)
     x = torch.randint(0, 16, (4, 16))
     mask = torch.rand(4, 16) < 0.5
     y = torch.tensor([0, 1, 2, 10])
-    ce_only, parts = nested_loss(model, x, y, mask, TINY.mask_id, ["XS", "S", "M", "L"], lam=1.0)
-    assert set(parts) == {"XS", "S", "M", "L"}
-    assert torch.isclose(ce_only, sum(parts.values()))
-    kl_only, _ = nested_loss(model, x, y, mask, TINY.mask_id, ["XS", "S", "M", "L"], lam=0.0)
-    assert not torch.isclose(ce_only, kl_only)
-    kl_only.backward()
-    assert model.head.weight.grad is not None
+    total, parts = nested_loss(model, x, y, mask, TINY.mask_id, ["XS", "L"], lam)
+    ce_full, ce_small, kl = _reference_loss_parts(model, x, y, mask, TINY.mask_id, "XS", lam)
+    torch.testing.assert_close(total, ce_full + lam * ce_small + (1 - lam) * kl)
+    torch.testing.assert_close(parts["XS"], ce_small.detach())
+
+
+def test_distillation_does_not_pull_the_teacher_toward_the_student():
+    """With lambda = 0 the full model's gradient is that of its own cross-entropy alone (stop-gradient)."""
+    torch.manual_seed(0)
+    model = NestedTransformer(TINY)
+    x = torch.randint(0, 16, (4, 16))
+    mask = torch.rand(4, 16) < 0.5
+    y = torch.tensor([0, 1, 2, 3])
+    total, _ = nested_loss(model, x, y, mask, TINY.mask_id, ["XS", "L"], lam=0.0)
+    total.backward()
+    got = model.head.weight.grad[:, 4:].clone()  # columns only the full model reads (XS is 4 wide)
+    model.zero_grad()
+    ce_full, _, _ = _reference_loss_parts(model, x, y, mask, TINY.mask_id, "XS", 0.0)
+    ce_full.backward()
+    torch.testing.assert_close(got, model.head.weight.grad[:, 4:])
 
 
 def test_schedules_and_validation():
@@ -45,27 +84,79 @@ def test_schedules_and_validation():
     assert cfg.lr_at(0) == pytest.approx(1e-4) and cfg.lr_at(9) == pytest.approx(1e-3)
     assert cfg.lr_at(99) == pytest.approx(1e-4, rel=0.01)
     assert cfg.distill_lambda(0) == 1.0 and cfg.distill_lambda(50) == 0.5
+    assert TrainConfig(steps=100, distill=False).distill_lambda(50) == 1.0
     for bad, field in [(dict(steps=0), "steps"), (dict(lr=0), "lr"), (dict(label_drop=1.0), "label_drop"),
-                       (dict(ema_decay=1.5), "ema_decay")]:
+                       (dict(ema_decay=1.5), "ema_decay"), (dict(prefix_frac=0.5), "prefix"),
+                       (dict(label_smoothing=-0.1), "label_smoothing")]:
         with pytest.raises(ValueError, match=field):
             TrainConfig(**bad)
 
 
-def test_train_checkpoints_logs_and_resumes(tmp_path):
+def _data():
     torch.manual_seed(0)
-    tokens, labels = torch.randint(0, 16, (40, 16)), torch.randint(0, 10, (40,))
+    return TokenData(torch.randint(0, 16, (40, 16)), torch.randint(0, 10, (40,)))
+
+
+def test_train_checkpoints_logs_and_records_the_run(tmp_path):
     cfg = TrainConfig(steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2, log_every=1,
                       smaller_sizes_per_step=1)
-    final = train(TINY, cfg, tokens, labels, tmp_path, progress=False)
+    final = train(TINY, cfg, _data(), tmp_path, progress=False, val_data=_data(), val_every=2,
+                  record={"note": "kept"})
     state, config, extra = load_checkpoint(final)
-    assert ModelConfig(**config) == TINY and extra["steps"] == 4
+    assert ModelConfig(**config) == TINY and extra["steps"] == 4 and extra["note"] == "kept"
+    assert TrainConfig(**extra["train_config"]) == cfg
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and all("ce_L" in r for r in rows)
-    more = TrainConfig(steps=6, batch_size=4, warmup_steps=1, checkpoint_every=2, log_every=1)
-    train(TINY, more, tokens, labels, tmp_path, resume=True, progress=False)
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # resumed at step 4, not from scratch
-    assert load_checkpoint(tmp_path / "last")[2]["step"] == 6
+    assert "val_ce_XS" in rows[1] and "val_ce_L" in rows[3] and "val_ce_L" not in rows[0]
+
+
+def _weights(stem):
+    return load_checkpoint(stem)[0]
+
+
+def test_a_run_resumed_halfway_ends_with_the_weights_of_one_that_never_stopped(tmp_path):
+    cfg = TrainConfig(steps=6, batch_size=4, warmup_steps=2, checkpoint_every=3, log_every=1)
+    train(TINY, cfg, _data(), tmp_path / "whole", progress=False)
+
+    class Interrupted(Exception):
+        pass
+
+    class StopAfter3(TokenData):  # the process dies after the step-3 checkpoint
+        calls = 0
+
+        def sample(self, batch_size, gen):
+            StopAfter3.calls += 1
+            if StopAfter3.calls > 4:
+                raise Interrupted
+            return super().sample(batch_size, gen)
+
+    data = _data()
+    with pytest.raises(Interrupted):
+        train(TINY, cfg, StopAfter3(data.tokens, data.labels), tmp_path / "split", progress=False)
+    assert load_checkpoint(tmp_path / "split" / "last")[2]["step"] == 3
+    train(TINY, cfg, _data(), tmp_path / "split", resume=True, progress=False)
+    whole, split = _weights(tmp_path / "whole" / "last"), _weights(tmp_path / "split" / "last")
+    assert whole.keys() == split.keys() and any(k.startswith("opt.") for k in whole)
+    for k in whole:  # model, EMA and optimizer state, bit for bit
+        assert torch.equal(whole[k], split[k]), k
+    sessions = load_checkpoint(tmp_path / "split" / "last")[2]["sessions"]
+    assert [(s["start_step"], s["end_step"]) for s in sessions] == [(0, 3), (3, 6)]
+
+
+def test_resume_refuses_other_settings_and_records_an_extension(tmp_path):
+    cfg = TrainConfig(steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2, log_every=1)
+    train(TINY, cfg, _data(), tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"lr: the run has 0.001, given 0.002"):
+        train(TINY, replace(cfg, lr=2e-3), _data(), tmp_path, resume=True, progress=False)
+    with pytest.raises(ValueError, match="model dim: the run has 32, given 64"):
+        train(replace(TINY, dim=64), cfg, _data(), tmp_path, resume=True, progress=False)
+    with pytest.raises(ValueError, match="steps=3 is at or below the run's step 4"):
+        train(TINY, replace(cfg, steps=3), _data(), tmp_path, resume=True, progress=False)
+    with pytest.raises(ValueError, match="--extend"):
+        train(TINY, replace(cfg, steps=6), _data(), tmp_path, resume=True, progress=False)
+    train(TINY, replace(cfg, steps=6), _data(), tmp_path, resume=True, extend=True, progress=False)
+    extra = load_checkpoint(tmp_path / "last")[2]
+    assert extra["step"] == 6 and extra["extensions"] == [{"at_step": 4, "from_steps": 4, "to_steps": 6}]
 
 
 def _free_port() -> int:
@@ -100,12 +191,12 @@ def test_train_cli_caches_tokens_once_and_trains_from_the_cache(tmp_path):
     images, labels = procedural_dataset(6)
     _write_idx(data, "train", images, labels)
     run = tmp_path / "run"
-    args = ["train", "--tokenizer", str(assets / "tokenizer"), "--vocab-size", "16", "--out", str(run),
-            "--batch-size", "4", "--dim", "16", "--heads", "8", "--layers", "1", "--device", "cpu",
-            "--checkpoint-every", "1", "--threads", "1"]
+    args = ["train", "--tokenizer", str(assets / "tokenizer"), "--out", str(run), "--batch-size", "4",
+            "--dim", "16", "--heads", "8", "--layers", "1", "--device", "cpu", "--checkpoint-every", "1",
+            "--threads", "1"]
     assert main(args + ["--steps", "2", "--data-dir", str(data)]) == 0
 
-    cached, _, _ = load_checkpoint(run / "tokens")
+    cached, record, _ = load_checkpoint(run / "tokens")
     assert cached["tokens"].dtype == torch.int16  # a quarter of int64's size, same indices
     tokenizer = load_tokenizer(assets / "tokenizer")
     with torch.no_grad():
@@ -113,9 +204,17 @@ def test_train_cli_caches_tokens_once_and_trains_from_the_cache(tmp_path):
                               tokenize_dataset(tokenizer, np.ascontiguousarray(images[:, :, ::-1]))])
     assert torch.equal(cached["tokens"].long(), expected)
     assert cached["labels"].long().tolist() == labels.tolist() * 2
+    assert load_checkpoint(run / "last")[1]["vocab_size"] == 16  # the tokenizer's codebook, not a flag
+
+    # The cache is not silently reused for other settings.
+    assert main(args + ["--steps", "2", "--resume", "--no-hflip"]) == 1
+    other = tmp_path / "other"
+    other.mkdir()
+    _write_idx(other, "train", *procedural_dataset(6, seed=5))
+    assert main(args + ["--steps", "2", "--resume", "--data-dir", str(other)]) == 1
 
     # Resuming needs only the cache: the data set can be gone.
     for f in data.iterdir():
         f.unlink()
-    assert main(args + ["--steps", "3", "--resume", "--data-dir", str(data)]) == 0
+    assert main(args + ["--steps", "3", "--resume", "--extend"]) == 0
     assert json.loads((run / "last.json").read_text())["extra"]["step"] == 3

@@ -1,0 +1,274 @@
+"""Training subcommands of `python -m core`: train-tokenizer, train-evaluator, train (images), train-video.
+
+`train` and `train-video` fix a run's settings when it starts. Resuming (`--resume`) takes every setting from
+the run's checkpoint; a flag given with another value is refused, naming both, and lengthening a run needs
+`--extend` (recorded). Every flag left out of a fresh run takes the default shown by --help.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from core.cli_args import add_runtime_args, command_line, existing_dir, output_dir, positive_int, set_threads
+from core.data import load_fashion_mnist, resolve_root
+
+# TrainConfig fields settable from the command line (flag = --field-name), with their argparse types.
+TRAIN_FLAGS = {"steps": positive_int, "batch_size": positive_int, "lr": float, "warmup_steps": int,
+               "weight_decay": float, "label_smoothing": float, "smaller_sizes_per_step": int, "ema_decay": float,
+               "seed": int, "checkpoint_every": positive_int}
+MODEL_FLAGS = ("dim", "heads", "layers")
+CLIP_FLAGS = ("item", "max_speed", "frames", "given_frames")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_run_args(p: argparse.ArgumentParser, out: str) -> None:
+    import torch
+
+    from core.nested import ModelConfig
+    from core.train import TrainConfig
+
+    for name, kind in TRAIN_FLAGS.items():
+        p.add_argument(_flag(name), type=kind, default=None, help=f"default {getattr(TrainConfig, name)}"
+                       + (" (0 disables EMA)" if name == "ema_decay" else ""))
+    p.add_argument("--distill", action=argparse.BooleanOptionalAction, default=None,
+                   help="online distillation, lambda 1 -> 0 (default); --no-distill keeps lambda at 1 (ablation)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 autocast (default: on for CUDA, off on the CPU)")
+    for name in MODEL_FLAGS:
+        p.add_argument(_flag(name), type=positive_int, default=None, help=f"default {getattr(ModelConfig, name)}")
+    p.add_argument("--tokenizer", default="assets/tokenizer")
+    p.add_argument("--out", type=output_dir, default=out, help="run folder: checkpoints, metrics.jsonl")
+    p.add_argument("--export", default=None, help="also write the final weights here (e.g. assets/transformer)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--extend", action="store_true", help="with --resume: lengthen the run to --steps (recorded)")
+    p.add_argument("--val-every", type=int, default=100, help="held-out cross-entropy every N steps (0: never)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the loss (GPU throughput)")
+    p.add_argument("--data-dir", type=existing_dir, default=None, help="folder with the Fashion-MNIST idx files")
+    add_runtime_args(p, default_device="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run_configs(args, out: Path, model_base: dict, train_base: dict):
+    """(ModelConfig, TrainConfig) for this run: a resumed run's checkpointed settings (else the defaults, under
+    `model_base`/`train_base`), overridden by the flags given. Mismatches are refused later, by resume_point."""
+    from core.checkpoint import load_checkpoint
+    from core.nested import ModelConfig
+    from core.train import TrainConfig
+
+    given_train = {k: getattr(args, k) for k in (*TRAIN_FLAGS, "distill", "bf16") if getattr(args, k) is not None}
+    if given_train.get("ema_decay") == 0:
+        given_train["ema_decay"] = None
+    given_model = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None}
+    if args.resume and (out / "last.safetensors").exists():
+        _, saved_model, extra = load_checkpoint(out / "last")
+        model_base, train_base = saved_model, extra["train_config"]
+    elif args.resume:
+        print(f"no checkpoint in {out} yet: starting the run", file=sys.stderr)
+    if "bf16" not in given_train and "bf16" not in train_base:
+        given_train["bf16"] = args.device.startswith("cuda")
+    train_cfg = TrainConfig(**{**train_base, **given_train})
+    known = {f.name for f in fields(ModelConfig)}
+    model_cfg = ModelConfig(**{k: v for k, v in {**model_base, **given_model}.items() if k in known})
+    return model_cfg, train_cfg
+
+
+def _load_tokenizer(path):
+    """(tokenizer, what a run records of it: its sha256 and codebook size)."""
+    from core.checkpoint import sha256_file
+    from core.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(path)
+    return tokenizer, {"tokenizer_sha256": sha256_file(Path(path).with_suffix(".safetensors")),
+                       "codebook_size": tokenizer.cfg.codebook_size}
+
+
+def _image_tokens(args, out: Path):
+    """(train TokenData, held-out TokenData or None, the cache's record), tokenized once and cached in
+    <out>/tokens. A cache made from another tokenizer, flip setting or data set is refused, not reused."""
+    import torch
+
+    from core.checkpoint import load_checkpoint, save_checkpoint, sha256_file
+    from core.tokenizer import tokenize_dataset
+    from core.train import TokenData
+
+    stem = out / "tokens"
+    data_sha = None
+    if args.data_dir is not None or not stem.with_suffix(".safetensors").exists():
+        load_fashion_mnist("train", args.data_dir)  # a missing or corrupt data set is named here
+        data_sha = sha256_file(resolve_root(args.data_dir) / "train-images-idx3-ubyte.gz")
+    if stem.with_suffix(".safetensors").exists():
+        tensors, record, _ = load_checkpoint(stem)
+        checks = {"hflip": args.hflip, "train_images_sha256": data_sha}
+        if Path(args.tokenizer).with_suffix(".safetensors").exists():
+            checks["tokenizer_sha256"] = sha256_file(Path(args.tokenizer).with_suffix(".safetensors"))
+        diffs = [k for k, v in checks.items() if v is not None and record.get(k) != v]
+        if diffs:
+            raise ValueError(f"{stem}.safetensors was tokenized with other settings ({', '.join(diffs)} differ from "
+                             f"this command's); delete it to tokenize again, or use the settings it was made with")
+    else:
+        images, y = load_fashion_mnist("train", args.data_dir)
+        tokenizer, record = _load_tokenizer(args.tokenizer)
+        with torch.no_grad():
+            parts = [tokenize_dataset(tokenizer, images)]
+            if args.hflip:  # garments are near mirror-symmetric: flips double the data for free
+                parts.append(tokenize_dataset(tokenizer, images[:, :, ::-1].copy()))
+            tensors = {"tokens": torch.cat(parts), "labels": torch.from_numpy(y).long().repeat(len(parts))}
+            try:
+                test_x, test_y = load_fashion_mnist("test", args.data_dir)
+                tensors |= {"val_tokens": tokenize_dataset(tokenizer, test_x), "val_labels": torch.from_numpy(test_y)}
+            except FileNotFoundError:
+                print("no test split: training without held-out cross-entropy", file=sys.stderr)
+        # Stored at a quarter of int64's size; a codebook past int16's range keeps int32 rather than wrapping.
+        compact = torch.int16 if record["codebook_size"] <= torch.iinfo(torch.int16).max + 1 else torch.int32
+        tensors = {k: v.to(compact if "tokens" in k else torch.int16) for k, v in tensors.items()}
+        record |= {"hflip": args.hflip, "train_images_sha256": data_sha, "tokenizer": str(args.tokenizer)}
+        save_checkpoint(stem, tensors, record)
+    train = TokenData(tensors["tokens"].long(), tensors["labels"].long())
+    val = TokenData(tensors["val_tokens"].long(), tensors["val_labels"].long()) if "val_tokens" in tensors else None
+    return train, val, record
+
+
+def _finish(args, argv, final, t0) -> None:
+    from core.checkpoint import load_checkpoint, save_checkpoint, update_manifest
+
+    if args.export and int(os.environ.get("RANK", "0")) == 0:
+        state, config, extra = load_checkpoint(final)
+        extra = {**extra, "command": command_line(argv), "last_session_seconds": round(time.time() - t0)}
+        save_checkpoint(args.export, state, config, extra)
+        update_manifest(Path(args.export).parent)
+        print(f"transformer exported to {args.export}.safetensors")
+
+
+def cmd_train(args, argv) -> None:
+    from core.train import train
+
+    set_threads(args.threads)
+    out = Path(args.out)
+    data, val, tokens_record = _image_tokens(args, out)
+    vocab = tokens_record["codebook_size"]
+    model_cfg, cfg = run_configs(args, out, {"vocab_size": vocab, "seq_len": data.tokens.shape[1]}, {})
+    if model_cfg.vocab_size != vocab:
+        raise ValueError(f"the run's vocabulary ({model_cfg.vocab_size}) is not the tokenizer's ({vocab})")
+    t0 = time.time()
+    final = train(model_cfg, cfg, data.to(args.device), out, resume=args.resume, extend=args.extend,
+                  device=args.device, val_data=val.to(args.device) if val else None, val_every=args.val_every,
+                  compile=args.compile, record={"tokenizer_sha256": tokens_record.get("tokenizer_sha256")})
+    _finish(args, argv, final, t0)
+
+
+def cmd_train_video(args, argv) -> None:
+    import torch
+
+    from core.checkpoint import load_checkpoint
+    from core.train import TokenData, train
+    from core.video import ClipConfig, ClipTokens, MovingFashionMNIST, encode_clips, test_clips
+
+    set_threads(args.threads)
+    out = Path(args.out)
+    given = {k: getattr(args, k) for k in CLIP_FLAGS if getattr(args, k) is not None}
+    saved = {}
+    if args.resume and (out / "last.safetensors").exists():
+        saved = load_checkpoint(out / "last")[2].get("clips", {})
+        diffs = [f"{k}: the run has {saved[k]}, given {v}" for k, v in given.items() if saved.get(k) != v]
+        if diffs:
+            raise ValueError(f"cannot resume {out}: clip settings differ ({'; '.join(diffs)})")
+    clips = ClipConfig(**{**saved, **given})
+    tokenizer, record = _load_tokenizer(args.tokenizer)
+    images, labels = load_fashion_mnist("train", args.data_dir)
+    data = ClipTokens(MovingFashionMNIST(images, labels, clips, args.device), tokenizer)
+    test_x, test_y = load_fashion_mnist("test", args.data_dir)
+    frames, val_labels, _ = test_clips(test_x, test_y, 256, seed=1_000_000, cfg=clips)
+    with torch.no_grad():
+        val = TokenData(encode_clips(tokenizer, frames), val_labels)
+    model_base = {"vocab_size": record["codebook_size"], "seq_len": clips.seq_len, "frames": clips.frames}
+    train_base = {"prefix_frac": 0.5, "prefix_len": clips.prefix_len}
+    model_cfg, cfg = run_configs(args, out, model_base, train_base)
+    if cfg.prefix_len != clips.prefix_len or model_cfg.seq_len != clips.seq_len:
+        raise ValueError("the run's sequence layout does not match its clip settings")
+    t0 = time.time()
+    final = train(model_cfg, cfg, data, out, resume=args.resume, extend=args.extend, device=args.device,
+                  val_data=val.to(args.device), val_every=args.val_every, compile=args.compile,
+                  record={"clips": clips.to_dict(), "tokenizer_sha256": record["tokenizer_sha256"]})
+    _finish(args, argv, final, t0)
+
+
+def cmd_train_tokenizer(args, argv) -> None:
+    from core.checkpoint import update_manifest
+    from core.tokenizer import VQConfig, train_tokenizer
+
+    set_threads(args.threads)
+    cfg = VQConfig(codebook_size=args.codebook_size, channels=args.channels)
+    train_x, _ = load_fashion_mnist("train", args.data_dir)
+    test_x, _ = load_fashion_mnist("test", args.data_dir)
+    t0 = time.time()
+    _, metrics = train_tokenizer(
+        cfg, train_x, test_images=test_x, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        seed=args.seed, out_stem=args.out, progress=True, log=lambda m: print(m, file=sys.stderr),
+        device=args.device or "cpu",
+        extra={"command": command_line(argv), "train_split": "fashion-mnist train (60k)",
+               "eval_split": "fashion-mnist test (10k), 28x28 crop"})
+    update_manifest(Path(args.out).parent)
+    print(f"tokenizer saved to {args.out}.safetensors in {time.time() - t0:.0f}s: "
+          f"test PSNR {metrics['test_psnr_db']:.2f} dB, MSE {metrics['test_mse']:.5f}, "
+          f"codebook usage {metrics['test_codebook_usage']:.1%}, perplexity {metrics['test_perplexity']:.0f}")
+
+
+def cmd_train_evaluator(args, argv) -> None:
+    from core.checkpoint import update_manifest
+    from core.evaluator import train_evaluator
+    from core.metrics import write_reference_stats
+
+    set_threads(args.threads)
+    train_x, train_y = load_fashion_mnist("train", args.data_dir)
+    test_x, test_y = load_fashion_mnist("test", args.data_dir)
+    t0 = time.time()
+    model, metrics = train_evaluator(
+        train_x, train_y, test_images=test_x, test_labels=test_y, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, out_stem=args.out, progress=True,
+        extra={"command": command_line(argv)})
+    stats_path = write_reference_stats(model, test_x, Path(args.out).parent / "fmnist_test_stats")
+    update_manifest(Path(args.out).parent)
+    print(f"evaluator saved to {args.out}.safetensors in {time.time() - t0:.0f}s: "
+          f"test accuracy {metrics['test_accuracy']:.2%}; reference stats in {stats_path}")
+
+
+def _fit_args(p: argparse.ArgumentParser, *, epochs: float, batch_size: int, lr: float, out: str) -> None:
+    p.add_argument("--epochs", type=float, default=epochs)
+    p.add_argument("--batch-size", type=positive_int, default=batch_size)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=out, help="output path stem (writes .safetensors and .json)")
+    p.add_argument("--data-dir", type=existing_dir, default=None, help="folder with the Fashion-MNIST idx files")
+
+
+def register(sub, subcommands: dict) -> None:
+    p = sub.add_parser("train-tokenizer", help="train the VQ-VAE tokenizer on Fashion-MNIST")
+    _fit_args(p, epochs=7, batch_size=128, lr=2e-3, out="assets/tokenizer")
+    p.add_argument("--codebook-size", type=positive_int, default=512)
+    p.add_argument("--channels", type=positive_int, default=64)
+    add_runtime_args(p, default_device=None)
+    subcommands["train-tokenizer"] = cmd_train_tokenizer
+
+    p = sub.add_parser("train-evaluator", help="train the metric CNN and write reference statistics")
+    _fit_args(p, epochs=3, batch_size=128, lr=2e-3, out="assets/evaluator")
+    add_runtime_args(p, default_device=None)
+    subcommands["train-evaluator"] = cmd_train_evaluator
+
+    p = sub.add_parser("train", help="train the nested transformer on images (online distillation); torchrun-ready")
+    add_run_args(p, out="runs/nested")
+    p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=True,
+                   help="also train on mirrored images")
+    subcommands["train"] = cmd_train
+
+    p = sub.add_parser("train-video", help="train the nested transformer on Moving Fashion-MNIST clips "
+                                           "(class-conditional generation and frame prediction)")
+    add_run_args(p, out="runs/video")
+    for name in CLIP_FLAGS:
+        p.add_argument(_flag(name), type=positive_int, default=None, help="clip setting (default: ClipConfig's)")
+    subcommands["train-video"] = cmd_train_video
