@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core import cli_decode, cli_sweep, cli_train
+from core import cli_decode, cli_sweep, cli_train, cli_video
 from core.checkpoint import CheckpointError
 from core.data import DatasetMissingError
 
@@ -28,6 +28,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     cli_train.register(sub, subcommands)
     cli_decode.register(sub, subcommands)
     cli_sweep.register(sub, subcommands)
+    cli_video.register(sub, subcommands)
     return parser, subcommands
 
 

@@ -14,34 +14,47 @@ REFRESH, REUSE = "refresh", "reuse"
 
 
 class KVCache:
-    """Per-layer K/V of shape (B, heads, 1 + seq_len, head_dim) plus what each entry was computed from."""
+    """Per-layer K/V of shape (rows, heads, 1 + seq_len, head_dim) plus the tokens each entry was computed from.
+
+    Buffers are allocated on a sub-model's first write and then updated in place, one set per head count (so
+    per sub-model size): a decode is a fixed sequence of static-shape operations on fixed memory, which CUDA
+    graphs can replay.
+    """
 
     def __init__(self, layers: int):
-        self.k: list[torch.Tensor | None] = [None] * layers
-        self.v: list[torch.Tensor | None] = [None] * layers
+        self.layers = layers
+        self.buffers: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # heads -> per layer (K, V)
         self.size: str | None = None  # the sub-model that wrote the entries
-        self.tokens: torch.Tensor | None = None  # (B, seq_len) token ids the entries were computed from
+        self.tokens: torch.Tensor | None = None  # (rows, seq_len) token ids the entries were computed from
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, seq_index: torch.Tensor | None):
-        """Store fresh K/V (all positions when seq_index is None, else at seq_index (B, n)); return the layer's
-        whole K/V for attention."""
+        """Store fresh K/V (all positions when seq_index is None, else at seq_index (rows, n)); return the
+        layer's whole K/V for attention."""
+        heads = k.shape[1]
+        if seq_index is None and heads not in self.buffers:
+            self.buffers[heads] = [(torch.empty_like(k), torch.empty_like(v)) for _ in range(self.layers)]
+        kb, vb = self.buffers[heads][layer]
         if seq_index is None:
-            self.k[layer], self.v[layer] = k, v
+            kb.copy_(k)
+            vb.copy_(v)
         else:
-            idx = seq_index[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
-            self.k[layer] = self.k[layer].scatter(2, idx, k)
-            self.v[layer] = self.v[layer].scatter(2, idx, v)
-        return self.k[layer], self.v[layer]
+            idx = seq_index[:, None, :, None].expand(-1, heads, -1, k.shape[3])
+            kb.scatter_(2, idx, k)
+            vb.scatter_(2, idx, v)
+        return kb, vb
 
     def mark_written(self, tokens: torch.Tensor, positions: torch.Tensor | None, size: str):
         """Record the tokens the entries now reflect (after a pass that wrote `positions`, or all of them)."""
         if positions is None:
-            self.tokens, self.size = tokens.clone(), size
+            if self.tokens is None:
+                self.tokens = torch.empty_like(tokens)
+            self.tokens.copy_(tokens)
+            self.size = size
         else:
-            self.tokens = self.tokens.scatter(1, positions, tokens.gather(1, positions))
+            self.tokens.scatter_(1, positions, tokens.gather(1, positions))
 
     def stale(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, seq_len) bool: positions whose token changed since its entry was written."""
+        """(rows, seq_len) bool: positions whose token changed since its entry was written."""
         return tokens != self.tokens
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.cli_args import add_runtime_args, existing_dir, output_file, positive_int, set_threads
 from core.data import CLASS_NAMES
 
 
@@ -47,26 +48,29 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--choice-temperature", type=float, default=d.choice_temperature)
     p.add_argument("--mask-schedule", default=d.mask_schedule, choices=["cosine", "linear", "arccos"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--assets", default=None, help="folder with the checkpoints (default: assets/)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--assets", type=existing_dir, default=None, help="folder with the checkpoints (default: assets/)")
+    add_runtime_args(p)
 
 
-def prepare(args):
-    """Validate the decoding settings (before the slow model load), then load the pipeline.
-    Returns (pipeline, DecodeConfig); an unset --cfg or --temperature takes the checkpoint's tuned value."""
-    import torch
-
+def decode_settings(args) -> dict:
+    """The DecodeConfig fields the command line sets, validated now (before the slow model load). An unset --cfg
+    or --temperature is left out, so the checkpoint's tuned value applies."""
     from core.decode import DecodeConfig
-    from core.pipeline import Pipeline
 
     given = {k: v for k, v in (("cfg_scale", args.cfg), ("temperature", args.temperature)) if v is not None}
     settings = dict(steps=args.steps, schedule=args.schedule, cache_stride=args.cache_stride,
                     mask_schedule=args.mask_schedule, choice_temperature=args.choice_temperature, seed=args.seed,
                     **given)
     DecodeConfig(**settings)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
+    return settings
+
+
+def prepare(args):
+    """Validate the decoding settings, then load the pipeline. Returns (pipeline, DecodeConfig)."""
+    from core.pipeline import Pipeline
+
+    settings = decode_settings(args)
     pipe = Pipeline.load(args.assets, args.device)
     return pipe, pipe.default_config(**settings)
 
@@ -152,15 +156,15 @@ def register(sub, subcommands: dict) -> None:
     add_decode_args(p)
     p.add_argument("--class", dest="class_", default="all", help="class index or name, 'all' (cycle) or 'none'")
     p.add_argument("--n", type=int, default=10)
-    p.add_argument("--out", default=None, help="FILE.npz")
-    p.add_argument("--grid", default=None, help="FILE.png")
+    p.add_argument("--out", type=output_file, default=None, help="FILE.npz")
+    p.add_argument("--grid", type=output_file, default=None, help="FILE.png")
     subcommands["sample"] = cmd_sample
 
     p = sub.add_parser("evaluate", help="label accuracy, FD, GFLOPs and wall time of a schedule")
     add_decode_args(p)
-    p.add_argument("--n-per-class", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--json", default=None, help="also write the result here")
+    p.add_argument("--n-per-class", type=positive_int, default=100)
+    p.add_argument("--batch-size", type=positive_int, default=100)
+    p.add_argument("--json", type=output_file, default=None, help="also write the result here")
     subcommands["evaluate"] = cmd_evaluate
 
     p = sub.add_parser("tune", help="pick guidance scale and temperature with the lowest FD on validation seeds")

@@ -1,20 +1,23 @@
 """MaskGIT-style parallel decoding driven by a size schedule, with strided reuse of the attention cache.
 
 `decode` is a generator: it yields one `StepRecord` per step, so a caller (the app, the CLI, a benchmark) can
-stream, store and replay a run without re-running the model. The stepping rule (how many tokens stay masked,
-which are committed) lives in `commit_step`; the cache rule lives in `core.cache.CachePolicy`.
+stream, store and replay a run without re-running the model. The steps themselves, and the stepping rule (how
+many tokens stay masked, which are committed), live in `core.decoder`; the cache rule lives in
+`core.cache.CachePolicy`. `fast_generate` runs the same steps without per-step records (optionally as a CUDA
+graph), for throughput.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from core.cache import REFRESH, CachePolicy, KVCache, format_stride, parse_stride
+from core.cache import REFRESH, CachePolicy, format_stride, parse_stride
+from core.decoder import Decoder, leading
 from core.flops import baseline_step_flops, pass_flops, run_flops
-from core.masking import MASK_SCHEDULES, masked_after
+from core.masking import MASK_SCHEDULES
 from core.nested import NestedTransformer
 from core.schedule import Schedule, parse_schedule
 
@@ -106,129 +109,59 @@ def _labels_tensor(model: NestedTransformer, labels, device) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.long, device=device)
 
 
-def _gumbel(shape, gen: torch.Generator, device) -> torch.Tensor:
-    u = torch.rand(shape, generator=gen, device=device).clamp_(1e-20, 1.0)
-    return -torch.log((-torch.log(u)).clamp_(min=1e-20))
-
-
-def commit_step(logits: torch.Tensor, step: int, steps: int, keep_masked: int, config: DecodeConfig,
-                gen: torch.Generator):
-    """Sample a token for every masked position and choose which to commit.
-
-    logits: (B, m, V) for the m masked positions. Returns (sampled (B, m), confidence (B, m), commit (B, m) bool):
-    the m - keep_masked most confident samples are committed; confidence is the sample's log-probability under
-    the sampling distribution plus Gumbel noise scaled by choice_temperature * (1 - (step+1)/steps).
-    """
-    t = config.temperature
-    if t == 0:
-        sampled = logits.argmax(-1)
-        logp = torch.log_softmax(logits.float(), -1)
-    else:
-        logp = torch.log_softmax(logits.float() / t, -1)
-        sampled = (logp + _gumbel(logp.shape, gen, logits.device)).argmax(-1)
-    confidence = logp.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
-    noise_scale = config.choice_temperature * (1.0 - (step + 1) / steps)
-    if noise_scale > 0:
-        confidence = confidence + noise_scale * _gumbel(confidence.shape, gen, logits.device)
-    n_commit = logits.shape[1] - keep_masked
-    top = confidence.topk(n_commit, dim=1).indices
-    commit = torch.zeros_like(sampled, dtype=torch.bool).scatter_(1, top, True)
-    return sampled, confidence, commit
-
-
-def _leading(mask: torch.Tensor, n: int) -> torch.Tensor:
-    """(B, n) indices of the True entries of each row, ascending; every row has exactly n."""
-    return torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :n]
-
-
-def _forward(model, cache: KVCache, tokens, labels, size: str, action: str, masked, n_masked: int):
-    """One cached pass. `tokens`/`labels` hold every pass's rows (guidance stacks the unconditional copy below
-    the conditional one); `masked` is (B, seq_len) for the B samples. Returns (logits (passes*B, n_masked, V) of
-    the masked positions in ascending order, computed (B, seq_len) bool, positions processed per sample)."""
-    B = masked.shape[0]
-    passes = tokens.shape[0] // B
-    if action == REFRESH:
-        idx = _leading(masked, n_masked).repeat(passes, 1)
-        out = model(tokens, labels, size, cache=cache, logit_index=idx)
-        cache.mark_written(tokens, None, size)
-        return out, torch.ones_like(masked), tokens.shape[1] + 1
-    # Reuse: masked positions plus those committed since their entry was written; all other K/V are read.
-    active = masked | cache.stale(tokens)[:B]
-    n_active = int(active[0].sum())
-    pos = _leading(active, n_active).repeat(passes, 1)
-    idx = _leading(masked.gather(1, pos[:B]), n_masked).repeat(passes, 1)
-    out = model(tokens.gather(1, pos), labels, size, positions=pos, cache=cache, logit_index=idx)
-    cache.mark_written(tokens, pos, size)
-    return out, active, n_active
-
-
 @torch.no_grad()
 def decode(model: NestedTransformer, config: DecodeConfig, labels, prefix: torch.Tensor | None = None,
            measure_drift: bool = False):
     """Yield a StepRecord per step. labels: one class per sample (None or -1 = unconditional). prefix: (B, P)
     conditioning tokens placed at the first P positions, never masked (frame prediction)."""
     cfg = model.cfg
-    device = next(model.parameters()).device
-    y = _labels_tensor(model, labels, device)
+    y = _labels_tensor(model, labels, next(model.parameters()).device)
     B, P = len(y), 0 if prefix is None else prefix.shape[1]
-    n_gen = cfg.seq_len - P
-    schedule = config.plan
-    K = config.steps
-    if K > n_gen:
-        raise ValueError(f"steps={K} exceeds the {n_gen} tokens to generate: each step commits at least one")
-    for size in schedule:
-        cfg.divisor(size)  # a schedule may name sizes this model does not have
-    masked_counts = masked_after(n_gen, K, config.mask_schedule)
-
-    tokens = torch.full((B, cfg.seq_len), cfg.mask_id, dtype=torch.long, device=device)
-    if prefix is not None:
-        if prefix.shape[0] != B:
-            raise ValueError(f"prefix has {prefix.shape[0]} rows but there are {B} labels")
-        tokens[:, :P] = prefix.to(device)
+    _check_run(model, config, B, prefix)
     guided = config.cfg_scale != 1.0 and bool((y != cfg.null_class).any())
-    passes = 2 if guided else 1
-    baseline = baseline_step_flops(cfg, K, config.mask_schedule, P, guided)
-    model_labels = torch.cat([y, torch.full_like(y, cfg.null_class)]) if guided else y
-    gen = torch.Generator(device=device).manual_seed(config.seed)
-    cache = KVCache(cfg.layers)  # with guidance its rows B..2B-1 are the unconditional pass's cache
-    actions = CachePolicy(config.cache_stride).actions(schedule)
-
-    for k in range(K):
-        size = schedule[k]
+    dec = Decoder(model, config, B, guided, P)
+    dec.start(y, None if prefix is None else prefix.to(dec.device), config.seed)
+    baseline = baseline_step_flops(cfg, config.steps, config.mask_schedule, P, guided)
+    for k in range(config.steps):
+        drift = None
+        if measure_drift and dec.actions[k] != REFRESH:  # a cache-free pass of the same step, outside the timing
+            mpos = leading(dec.tokens == cfg.mask_id, dec.masked[k]).repeat(dec.passes, 1)
+            fresh = model(dec.tokens.repeat(dec.passes, 1), dec.labels, dec.schedule[k], logit_index=mpos)
         t0 = time.perf_counter()
-        masked = tokens == cfg.mask_id
-        mpos = _leading(masked, masked_counts[k])
-        action = actions[k]
-        fresh_for_drift = None
-        if measure_drift and action != REFRESH:  # a cache-free pass to compare with, outside the timing
-            fresh_for_drift = model(tokens.repeat(passes, 1), model_labels, size, logit_index=mpos.repeat(passes, 1))
-            t0 = time.perf_counter()
-        out, computed, n_computed = _forward(model, cache, tokens.repeat(passes, 1), model_labels, size, action,
-                                             masked, masked_counts[k])
-        logits = out[B:] + config.cfg_scale * (out[:B] - out[B:]) if guided else out
-        sampled, conf, commit = commit_step(logits, k, K, masked_counts[k + 1], config, gen)
-        tokens.scatter_(1, mpos, torch.where(commit, sampled, cfg.mask_id))
-        if device.type == "cuda":
+        dec.draw(k)
+        st = dec.step(k)
+        if dec.device.type == "cuda":
             torch.cuda.synchronize()
         wall = time.perf_counter() - t0
-
-        drift = None
-        if fresh_for_drift is not None:
-            diff = (out - fresh_for_drift).abs()
+        if measure_drift and dec.actions[k] != REFRESH:
+            diff = (st.logits - fresh).abs()
             drift = {"max_abs_logit": float(diff.max()), "mean_abs_logit": float(diff.mean()),
-                     "top1_agreement": float((out.argmax(-1) == fresh_for_drift.argmax(-1)).float().mean())}
-        flops = pass_flops(cfg, size, n_computed, cfg.seq_len + 1, masked_counts[k])
-        predicted = tokens.clone().scatter_(1, mpos, sampled)
-        confidence = torch.full(tokens.shape, float("nan"), device=device).scatter_(1, mpos, conf)
-        committed = torch.zeros_like(masked).scatter_(1, mpos, commit)
+                     "top1_agreement": float((st.logits.argmax(-1) == fresh.argmax(-1)).float().mean())}
+        m = dec.masked[k]
+        flops = pass_flops(cfg, dec.schedule[k], dec.n_computed(k), cfg.seq_len + 1, m)
+        tokens = dec.tokens
         yield StepRecord(
-            step=k, size=size, action=action, n_computed=n_computed, n_attended=cfg.seq_len + 1,
-            n_logits=masked_counts[k], n_committed=masked_counts[k] - masked_counts[k + 1],
-            tokens=tokens.cpu().numpy().copy(), predicted=predicted.cpu().numpy(),
-            committed=committed.cpu().numpy(), computed=computed.cpu().numpy(),
-            confidence=confidence.cpu().numpy(), flops={c: passes * f for c, f in flops.items()},
-            baseline_flops=baseline[k], wall_time=wall, drift=drift,
+            step=k, size=dec.schedule[k], action=dec.actions[k], n_computed=dec.n_computed(k),
+            n_attended=cfg.seq_len + 1, n_logits=m, n_committed=m - dec.masked[k + 1],
+            tokens=tokens.cpu().numpy().copy(), predicted=tokens.clone().scatter_(1, st.mpos, st.sampled).cpu().numpy(),
+            committed=torch.zeros_like(st.computed).scatter_(1, st.mpos, st.commit).cpu().numpy(),
+            computed=st.computed.cpu().numpy(),
+            confidence=torch.full(tokens.shape, float("nan"), device=dec.device).scatter_(1, st.mpos, st.confidence)
+            .cpu().numpy(),
+            flops={c: dec.passes * f for c, f in flops.items()}, baseline_flops=baseline[k], wall_time=wall,
+            drift=drift,
         )
+
+
+def _check_run(model, config: DecodeConfig, batch: int, prefix) -> None:
+    n_gen = model.cfg.seq_len - (0 if prefix is None else prefix.shape[1])
+    if config.steps > n_gen:
+        raise ValueError(f"steps={config.steps} exceeds the {n_gen} tokens to generate: each step commits at least "
+                         "one")
+    for size in config.plan:
+        model.cfg.divisor(size)  # a schedule may name sizes this model does not have
+    if prefix is not None and prefix.shape[0] != batch:
+        raise ValueError(f"prefix has {prefix.shape[0]} rows but there are {batch} labels")
 
 
 @dataclass
@@ -265,3 +198,33 @@ def generate(model: NestedTransformer, config: DecodeConfig, labels, prefix=None
         if on_step is not None:
             on_step(record)
     return DecodeResult(records[-1].tokens, records)
+
+
+_DECODERS: dict = {}  # (model, config without seed, batch, prefix length, guided, graph, bf16) -> Decoder
+
+
+@torch.no_grad()
+def fast_generate(model: NestedTransformer, config: DecodeConfig, labels, prefix: torch.Tensor | None = None,
+                  graph: bool = False, bf16: bool = False) -> np.ndarray:
+    """The final tokens (B, seq_len) of `decode`'s run, without per-step records. The Decoder of a setting is
+    kept, so repeated runs (other seeds, other labels) reuse its buffers; with `graph` (CUDA) the decode is
+    captured once and replayed, with `bf16` its matrix products run in bfloat16."""
+    cfg = model.cfg
+    device = next(model.parameters()).device
+    y = _labels_tensor(model, labels, device)
+    B, P = len(y), 0 if prefix is None else prefix.shape[1]
+    _check_run(model, config, B, prefix)
+    guided = config.cfg_scale != 1.0 and bool((y != cfg.null_class).any())
+    key = (id(model), replace(config, seed=0), B, P, guided, graph, bf16)
+    dec = _DECODERS.get(key)
+    prefix = None if prefix is None else prefix.to(device)
+    if dec is None:
+        if len(_DECODERS) >= 16:
+            _DECODERS.pop(next(iter(_DECODERS)))
+        dec = _DECODERS[key] = Decoder(model, config, B, guided, P)
+        if graph:
+            dec.capture(y, prefix, autocast=bf16)
+    dec.start(y, prefix, config.seed)
+    with torch.autocast(device.type, torch.bfloat16, enabled=bf16 and not graph):
+        tokens = dec.run()
+    return tokens.cpu().numpy()

@@ -182,10 +182,10 @@ def resume_point(out_dir, model_cfg: ModelConfig, cfg: TrainConfig, extend: bool
 
 
 @torch.no_grad()
-def validation_ce(model, data, sizes, mask_id, seed: int, batch_size: int) -> dict[str, float]:
-    """Masked cross-entropy of every size on one fixed held-out batch and mask (no label smoothing)."""
+def validation_ce(model, data: TokenData, sizes, mask_id, seed: int) -> dict[str, float]:
+    """Masked cross-entropy of every size on the held-out set under one fixed mask (no label smoothing)."""
     gen = torch.Generator(device=data.tokens.device).manual_seed(seed)
-    tokens, labels = data.sample(batch_size, gen)
+    tokens, labels = data.tokens, data.labels
     mask = mask_batch(tokens, gen)
     inputs = tokens.masked_fill(mask, mask_id)
     return {f"val_ce_{s}": float(F.cross_entropy(model(inputs, labels, s)[mask].float(), tokens[mask]))
@@ -270,7 +270,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data, out_dir, resume: bool 
                    **{f"ce_{s}": float(v) for s, v in parts.items()}}
             if val_data is not None and val_every and (done % val_every == 0 or done == cfg.steps):
                 with autocast:
-                    row.update(validation_ce(model, val_data, sizes, model_cfg.mask_id, cfg.seed, 512))
+                    row.update(validation_ce(model, val_data, sizes, model_cfg.mask_id, cfg.seed))
             t_last, seen = time.perf_counter(), 0
             log.write(json.dumps(row) + "\n")
             log.flush()

@@ -1,0 +1,160 @@
+"""The video model as one object (transformer + tokenizer + evaluator), its two tasks and their metrics.
+
+- Generation: class-conditional clips from all-[MASK]. Scored by label accuracy: the evaluator reads each frame's
+  item (cut out and scaled back to 28x28) and the clip takes the majority vote of its frames.
+- Frame prediction: the first `given_frames` frames of a test clip are given as tokens (a prefix the decoder never
+  masks) and the rest are generated. Scored by PSNR and SSIM per predicted frame against the true clip, next to
+  copying the last given frame forward.
+Both run through the same `decode` generator, size schedules and cache as images.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.cache import format_stride
+from core.data import load_fashion_mnist
+from core.decode import DecodeConfig, DecodeResult, generate
+from core.evaluator import FashionCNN, load_evaluator
+from core.metrics import class_probs
+from core.nested import NestedTransformer
+from core.pipeline import ASSETS, default_device, load_transformer
+from core.tokenizer import VQTokenizer, load_tokenizer
+from core.video import ClipConfig, crop_items, decode_clips, encode_clips, test_clips
+
+VIDEO_STEM = "video_transformer"
+TASKS = ("generate", "predict")
+
+
+@dataclass
+class VideoPipeline:
+    model: NestedTransformer
+    tokenizer: VQTokenizer
+    evaluator: FashionCNN
+    clips: ClipConfig
+    device: str = "cpu"
+    card: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, assets: str | Path | None = None, device: str | None = None) -> "VideoPipeline":
+        assets = Path(assets or ASSETS)
+        device = device or default_device()
+        model, card = load_transformer(assets / VIDEO_STEM, device)
+        return cls(model=model, tokenizer=load_tokenizer(assets / "tokenizer").to(device),
+                   evaluator=load_evaluator(assets / "evaluator"), clips=ClipConfig(**card["clips"]), device=device,
+                   card=card)
+
+    def default_config(self, task: str, **overrides) -> DecodeConfig:
+        """The checkpoint's tuned decoding for `task`, then `overrides`."""
+        return DecodeConfig(**{**self.card.get("tuned_decoding", {}).get(task, {}), **overrides})
+
+    def frames(self, tokens) -> torch.Tensor:
+        t = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=self.device)
+        t = t.clamp(max=self.tokenizer.cfg.codebook_size - 1)  # a [MASK] id has no picture; previews fill them
+        return decode_clips(self.tokenizer, t, self.clips.frames).cpu()
+
+    def generate(self, config: DecodeConfig, labels, **kwargs) -> tuple[DecodeResult, torch.Tensor]:
+        """Class-conditional clips: (decode result, frames float (n, T, 32, 32))."""
+        result = generate(self.model, config, labels, **kwargs)
+        return result, self.frames(result.tokens)
+
+    def predict(self, config: DecodeConfig, truth: torch.Tensor, **kwargs) -> tuple[DecodeResult, torch.Tensor]:
+        """Continue clips from their given frames: (decode result, frames float (n, T, 32, 32)) where the given
+        frames are the true ones and the rest are predicted."""
+        g = self.clips.given_frames
+        with torch.no_grad():
+            prefix = encode_clips(self.tokenizer, truth[:, :g].to(self.device))
+        result = generate(self.model, config, [None] * len(truth), prefix=prefix, **kwargs)
+        frames = self.frames(result.tokens)
+        frames[:, :g] = truth[:, :g]
+        return result, frames
+
+
+def psnr(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Per clip and frame, in dB, of float frames (n, T, H, W) in [0, 1]: (n, T)."""
+    mse = ((pred - truth) ** 2).flatten(2).mean(-1).clamp(min=1e-10)
+    return 10 * torch.log10(1.0 / mse)
+
+
+def ssim(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Per clip and frame (n, T): torchmetrics' SSIM (11x11 Gaussian window, sigma 1.5)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    n, T, H, W = pred.shape
+    out = structural_similarity_index_measure(pred.reshape(n * T, 1, H, W), truth.reshape(n * T, 1, H, W),
+                                              data_range=1.0, reduction="none")
+    return out.view(n, T)
+
+
+def prediction_scores(frames: torch.Tensor, truth: torch.Tensor, given: int) -> dict:
+    """PSNR/SSIM of each predicted frame (mean over clips) and of copying the last given frame forward."""
+    copy = truth[:, given - 1:given].expand_as(truth[:, given:])
+    out = {}
+    for name, guess in (("model", frames[:, given:]), ("copy_last", copy)):
+        out[f"psnr_{name}"] = psnr(guess, truth[:, given:]).mean(0).tolist()
+        out[f"ssim_{name}"] = ssim(guess.contiguous(), truth[:, given:].contiguous()).mean(0).tolist()
+    out["psnr_model_mean"] = float(np.mean(out["psnr_model"]))
+    out["psnr_copy_last_mean"] = float(np.mean(out["psnr_copy_last"]))
+    return out
+
+
+def clip_votes(evaluator: FashionCNN, frames: torch.Tensor, item: int) -> np.ndarray:
+    """(n, T) the evaluator's class for each frame's item."""
+    n, T = frames.shape[:2]
+    crops = crop_items(frames, item).reshape(n * T, 28, 28)
+    return class_probs(evaluator, crops).argmax(1).reshape(n, T)
+
+
+def majority(votes: np.ndarray, num_classes: int = 10) -> np.ndarray:
+    """(n,) the most frequent class of each row (ties: the lower class)."""
+    return np.array([np.bincount(v, minlength=num_classes).argmax() for v in votes])
+
+
+def test_split(data_dir=None):
+    """The Fashion-MNIST test split, which prediction's clips come from."""
+    return load_fashion_mnist("test", data_dir)
+
+
+def evaluate_video(pipe: VideoPipeline, config: DecodeConfig, task: str, n: int = 200, seed: int = 0,
+                   batch_size: int = 50, progress=None, data_dir=None) -> dict:
+    """One row of results: quality (see module docstring), GFLOPs per clip and the cut against the full model at
+    every step. Batch b uses seed + b; predict uses the `seed` test clips."""
+    if task not in TASKS:
+        raise ValueError(f"task {task!r} is unknown; choose one of: {', '.join(TASKS)}")
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"n and batch_size must be >= 1, got {n} and {batch_size}")
+    num_classes = pipe.model.cfg.num_classes
+    flops = baseline = 0
+    kept, truth_all, labels_all = [], [], []
+    if task == "predict":
+        images, labels = test_split(data_dir)
+        truth_all, labels_t, _ = test_clips(images, labels, n, seed, pipe.clips)
+        labels_all = labels_t.tolist()
+    else:
+        labels_all = [i % num_classes for i in range(n)]
+    for b, start in enumerate(range(0, n, batch_size)):
+        stop = min(n, start + batch_size)
+        cfg_b = replace(config, seed=config.seed + b)
+        if task == "predict":
+            result, frames = pipe.predict(cfg_b, truth_all[start:stop])
+        else:
+            result, frames = pipe.generate(cfg_b, labels_all[start:stop])
+        kept.append(frames)
+        flops += result.total_flops * (stop - start)
+        baseline += result.baseline_flops * (stop - start)
+        if progress is not None:
+            progress(stop, n)
+    frames = torch.cat(kept)
+    row = {"task": task, "schedule": config.plan.text, "stride": format_stride(config.cache_stride), "n": n,
+           "seed": seed, "gflops_per_clip": flops / n / 1e9, "baseline_gflops_per_clip": baseline / n / 1e9,
+           "flops_ratio": baseline / flops, "config": asdict(config)}
+    if task == "predict":
+        row.update(prediction_scores(frames, truth_all, pipe.clips.given_frames))
+    else:
+        votes = clip_votes(pipe.evaluator, frames, pipe.clips.item)
+        row["label_accuracy"] = float((majority(votes, num_classes) == np.array(labels_all)).mean())
+        row["frame_accuracy"] = float((votes == np.array(labels_all)[:, None]).mean())
+    return row
