@@ -1,10 +1,16 @@
-"""Decode speed: median wall time and analytic GFLOPs of `baseline` vs `magnets` at several cache strides.
+"""Decode speed: images/s and latency of `baseline` (L every step, no cache) vs `magnets` (cache refreshed only on
+size changes), against their analytic FLOPs, for each way of running a decode:
+
+- records: `generate`, one StepRecord per step (what the app and `sample` use);
+- static: `fast_generate`, the same steps on preallocated buffers without per-step records;
+- graph / graph+bf16 (CUDA only): the static decode captured once as a CUDA graph and replayed, in float32 or
+  with bfloat16 matrix products.
 
 Weights are random (speed does not depend on them); the model is the default config. Settings are measured
-round-robin in the same process so that machine noise hits them alike; quote medians and ratios.
+round-robin in one process so that machine noise hits them alike; quote medians and ratios.
 
-    python bench/decode_speed.py                       # writes bench/results/decode_speed.{json,md}
-    python bench/decode_speed.py --batches 1 --repeats 3   # quicker
+    python bench/decode_speed.py                        # writes bench/results/decode_speed.{json,md}
+    python bench/decode_speed.py --device cuda --batches 1 64 256 1024 4096 --out bench/results/decode_speed_gpu
 """
 from __future__ import annotations
 
@@ -16,23 +22,42 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from core.decode import DecodeConfig, generate  # noqa: E402
+from core.decode import DecodeConfig, fast_generate, generate  # noqa: E402
 from core.nested import ModelConfig, NestedTransformer  # noqa: E402
 
-SETTINGS = [("baseline", 1), ("magnets", 1), ("magnets", 2), ("magnets", 4), ("magnets", None)]
+SETTINGS = [("baseline", 1), ("magnets", None)]
+# Dense peak FLOP/s from the vendors' datasheets (for "% of peak"); fp32 means plain (non-tensor-core) fp32.
+PEAKS = {"H100": {"bf16": 989e12, "fp32": 67e12}, "H200": {"bf16": 989e12, "fp32": 67e12}}
 
 
-def machine() -> str:
+def machine(device: str = "cpu") -> str:
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {platform.python_version()}"
     cpu = platform.processor() or platform.machine()
     try:
-        names = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")]
+        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
         cpu = names[0] if names else cpu
     except OSError:
         pass
     return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {platform.python_version()}"
+
+
+def runner(path: str, model, config, labels):
+    if path == "records":
+        return lambda: generate(model, config, labels).tokens
+    return lambda: fast_generate(model, config, labels, graph=path.startswith("graph"), bf16=path.endswith("bf16"))
+
+
+def peak(device: str, path: str) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name()
+    card = next((v for k, v in PEAKS.items() if k in name), None)
+    return None if card is None else card["bf16" if path.endswith("bf16") else "fp32"]
 
 
 def main(argv=None) -> int:
@@ -40,59 +65,90 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--cfg", type=float, default=1.0, help="guidance scale (2 passes when != 1)")
+    ap.add_argument("--cfg", type=float, default=2.0, help="guidance scale (2 passes when != 1), as the tuned "
+                    "model decodes")
+    ap.add_argument("--paths", nargs="+", default=None, help="records, static, graph, graph+bf16 (default: those "
+                    "the device has)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "decode_speed"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    cuda = args.device.startswith("cuda")
+    paths = args.paths or (["records", "static", "graph", "graph+bf16"] if cuda else ["records", "static"])
     model = NestedTransformer(ModelConfig()).to(args.device).eval()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
 
-    rows = []
+    rows, agreement = [], {}
     for batch in args.batches:
         labels = [i % 10 for i in range(batch)]
-        configs = [DecodeConfig(steps=args.steps, schedule=s, cache_stride=st, cfg_scale=args.cfg)
+        configs = [DecodeConfig(steps=args.steps, schedule=s, cache_stride=st, cfg_scale=args.cfg, seed=1)
                    for s, st in SETTINGS]
-        for c in configs:  # warm-up: first calls pay for allocation and kernel selection
-            generate(model, c, labels)
-        times = {i: [] for i in range(len(configs))}
-        flops = {}
-        for _ in range(args.repeats):
-            for i, c in enumerate(configs):
+        flops = {c.schedule: (generate(model, c, labels[:1]).total_flops, generate(model, c, labels[:1])
+                              .baseline_flops) for c in configs}
+        # Per-step records cost a host round trip per step: time them only where a user waits for them.
+        batch_paths = [p for p in paths if p != "records" or batch <= 256]
+        runs = {(p, c.schedule): runner(p, model, c, labels) for p in batch_paths for c in configs}
+        tokens = {}
+        for key, run in runs.items():  # warm-up: allocation, kernel choice, graph capture
+            t0 = time.perf_counter()
+            tokens[key] = np.asarray(run())
+            sync()
+            print(f"batch {batch} {key}: first run {time.perf_counter() - t0:.2f} s", flush=True)
+        for p in batch_paths:  # how many tokens a path decodes as the float32 static path does
+            ref = tokens.get(("static", "magnets"))
+            if ref is not None and p != "static":
+                agreement[f"{batch}/{p}"] = float((tokens[(p, "magnets")] == ref).mean())
+        times = {key: [] for key in runs}
+        for _ in range(args.repeats if batch <= 1024 else 3):
+            for key, run in runs.items():
                 t0 = time.perf_counter()
-                result = generate(model, c, labels)
-                if args.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                times[i].append(time.perf_counter() - t0)
-                flops[i] = (result.total_flops, result.baseline_flops)
-        base_t = statistics.median(times[0])
-        for i, c in enumerate(configs):
-            med = statistics.median(times[i])
-            rows.append({"batch": batch, "schedule": c.schedule, "schedule_text": c.plan.text,
-                         "stride": "never" if c.cache_stride is None else c.cache_stride,
-                         "gflops_per_image": flops[i][0] / 1e9, "flops_ratio": flops[i][1] / flops[i][0],
-                         "median_s": med, "images_per_s": batch / med, "speedup": base_t / med,
-                         "times_s": times[i]})
-            print(f"batch {batch:3d} {c.schedule:9s} stride {rows[-1]['stride']!s:5s} "
-                  f"{rows[-1]['gflops_per_image']:6.2f} GFLOPs/img ({rows[-1]['flops_ratio']:.2f}x fewer) "
-                  f"median {med * 1000:8.1f} ms ({rows[-1]['speedup']:.2f}x faster)", flush=True)
+                run()
+                sync()
+                times[key].append(time.perf_counter() - t0)
+        for (p, schedule), ts in times.items():
+            med = statistics.median(ts)
+            base = statistics.median(times[(p, "baseline")])
+            total, baseline = flops[schedule]
+            pk = peak(args.device, p)
+            rows.append({"batch": batch, "path": p, "schedule": schedule,
+                         "schedule_text": next(c.plan.text for c in configs if c.schedule == schedule),
+                         "stride": next(c.cache_stride for c in configs if c.schedule == schedule) or "never",
+                         "gflops_per_image": total / 1e9, "flops_ratio": baseline / total, "median_s": med,
+                         "images_per_s": batch / med, "speedup": base / med,
+                         "tflops_per_s": total * batch / med / 1e12,
+                         "percent_of_peak": None if pk is None else 100 * total * batch / med / pk, "times_s": ts})
+            r = rows[-1]
+            print(f"batch {batch:5d} {p:11s} {schedule:9s} {r['median_s'] * 1000:9.2f} ms  {r['images_per_s']:10.0f} "
+                  f"img/s  {r['speedup']:.2f}x faster ({r['flops_ratio']:.2f}x fewer FLOPs)", flush=True)
+        write(Path(args.out), args, rows, agreement)  # after every batch: a time limit keeps what was measured
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": machine(), "device": args.device, "steps": args.steps, "repeats": args.repeats,
-            "cfg_scale": args.cfg, "model": ModelConfig().to_dict(), "date": time.strftime("%Y-%m-%d")}
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    lines = [f"Machine: {meta['machine']}, device {args.device}; {args.steps} steps, median of {args.repeats}, "
-             f"guidance {args.cfg}.", "",
-             "| batch | schedule | stride | GFLOPs/image | FLOPs vs baseline | median wall | speed-up |",
-             "|---:|---|---|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['batch']} | `{r['schedule_text']}` | {r['stride']} | {r['gflops_per_image']:.2f} | "
-                     f"{r['flops_ratio']:.2f}x fewer | {r['median_s'] * 1000:.0f} ms | {r['speedup']:.2f}x |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    print(f"wrote {Path(args.out).with_suffix('.json')} and {Path(args.out).with_suffix('.md')}")
     return 0
+
+
+def write(out: Path, args, rows: list[dict], agreement: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": machine(args.device), "device": args.device, "steps": args.steps, "repeats": args.repeats,
+            "cfg_scale": args.cfg, "model": ModelConfig().to_dict(), "date": time.strftime("%Y-%m-%d"),
+            "token_agreement_with_static_fp32": agreement}
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    lines = [f"Machine: {meta['machine']}, device {args.device}; {args.steps} steps, guidance {args.cfg}, median of "
+             f"{args.repeats} (3 above batch 1024).", "",
+             "| batch | path | schedule | stride | GFLOPs/image | FLOPs cut | median | images/s | speed-up | "
+             "speed-up / FLOPs cut | TFLOP/s | % of peak |",
+             "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        pct = "" if r["percent_of_peak"] is None else f"{r['percent_of_peak']:.1f}"
+        lines.append(f"| {r['batch']} | {r['path']} | `{r['schedule_text']}` | {r['stride']} | "
+                     f"{r['gflops_per_image']:.2f} | {r['flops_ratio']:.2f}x | {r['median_s'] * 1000:.1f} ms | "
+                     f"{r['images_per_s']:,.0f} | {r['speedup']:.2f}x | {r['speedup'] / r['flops_ratio']:.2f} | "
+                     f"{r['tflops_per_s']:.2f} | {pct} |")
+    if agreement:
+        lines += ["", "Tokens equal to the float32 static path's (magnets): "
+                  + ", ".join(f"{k}: {v:.1%}" for k, v in agreement.items())]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

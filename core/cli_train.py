@@ -19,7 +19,7 @@ from core.data import load_fashion_mnist, resolve_root
 # TrainConfig fields settable from the command line (flag = --field-name), with their argparse types.
 TRAIN_FLAGS = {"steps": positive_int, "batch_size": positive_int, "lr": float, "warmup_steps": int,
                "weight_decay": float, "label_smoothing": float, "smaller_sizes_per_step": int, "ema_decay": float,
-               "seed": int, "checkpoint_every": positive_int}
+               "seed": int, "checkpoint_every": positive_int, "log_every": positive_int}
 MODEL_FLAGS = ("dim", "heads", "layers")
 CLIP_FLAGS = ("item", "max_speed", "frames", "given_frames")
 
@@ -114,6 +114,7 @@ def _image_tokens(args, out: Path):
     else:
         images, y = load_fashion_mnist("train", args.data_dir)
         tokenizer, record = _load_tokenizer(args.tokenizer)
+        tokenizer.to(args.device)
         with torch.no_grad():
             parts = [tokenize_dataset(tokenizer, images)]
             if args.hflip:  # garments are near mirror-symmetric: flips double the data for free

@@ -135,6 +135,7 @@ class Decoder:
             out = self.model(rows.gather(1, pos), self.labels, size, positions=pos, cache=self.cache,
                              logit_index=idx)
             self.cache.mark_written(rows, pos, size)
+        out = out.float()  # bfloat16 under autocast; guidance and sampling in float32
         logits = out[B:] + self.config.cfg_scale * (out[:B] - out[B:]) if self.passes == 2 else out
         sampled, conf, commit = commit_step(logits, k, self.masked[k + 1], self.config, *self.noise[k])
         self.tokens.scatter_(1, mpos, torch.where(commit, sampled, cfg.mask_id))
@@ -152,7 +153,7 @@ class Decoder:
     def capture(self, labels: torch.Tensor, prefix: torch.Tensor | None = None, autocast: bool = False) -> None:
         """Record the whole decode as one CUDA graph (after a warm-up run on a side stream, which allocates the
         cache buffers and picks kernels). `autocast` runs the matrix products in bfloat16."""
-        amp = torch.autocast("cuda", torch.bfloat16, enabled=autocast)
+        amp = torch.autocast("cuda", torch.bfloat16, enabled=autocast, cache_enabled=False)  # graphs need no cache
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), amp:

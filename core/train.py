@@ -153,6 +153,10 @@ def _load_training_state(tensors, model, ema, opt) -> None:
     opt.load_state_dict(state)
 
 
+# Settings that do not change what a run computes: a resumed session may choose them anew.
+BOOKKEEPING = ("steps", "log_every", "checkpoint_every")
+
+
 def resume_point(out_dir, model_cfg: ModelConfig, cfg: TrainConfig, extend: bool = False) -> tuple[dict, dict]:
     """(tensors, extra) of `<out_dir>/last` after checking that `cfg` and `model_cfg` continue that run: every
     setting equal, except a longer horizon when `extend` says so (then recorded in extra["extensions"]). Raises
@@ -161,7 +165,7 @@ def resume_point(out_dir, model_cfg: ModelConfig, cfg: TrainConfig, extend: bool
     saved = TrainConfig(**extra["train_config"])
     step = int(extra["step"])
     diffs = [f"{f.name}: the run has {getattr(saved, f.name)!r}, given {getattr(cfg, f.name)!r}"
-             for f in fields(TrainConfig) if f.name != "steps" and getattr(saved, f.name) != getattr(cfg, f.name)]
+             for f in fields(TrainConfig) if f.name not in BOOKKEEPING and getattr(saved, f.name) != getattr(cfg, f.name)]
     diffs += [f"model {k}: the run has {v!r}, given {model_cfg.to_dict()[k]!r}"
               for k, v in saved_model.items() if model_cfg.to_dict().get(k) != v]
     if diffs:
