@@ -6,7 +6,8 @@ from pathlib import Path
 import streamlit as st
 
 from core.schedule import parse_schedule
-from core.views import planned_actions, schedule_figure
+from core.app_settings import planned_actions
+from core.figures import schedule_figure
 from pages._widgets import device_caption, load_pipeline
 
 PAGES = Path(__file__).resolve().parent / "pages"

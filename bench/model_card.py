@@ -26,7 +26,7 @@ from core.data import CLASS_NAMES  # noqa: E402
 from core.cache import format_stride  # noqa: E402
 from core.evaluate import evaluate  # noqa: E402
 from core.sweep import RUN_FIELDS, read_rows  # noqa: E402
-from core.imaging import save_grid  # noqa: E402
+from core.pictures import save_grid  # noqa: E402
 from core.pipeline import Pipeline  # noqa: E402
 
 # (label, schedule, stride): each size alone shows the nesting works; the presets show the trade-off.

@@ -188,7 +188,7 @@ def cmd_train_video(args, argv) -> None:
     test_x, test_y = load_fashion_mnist("test", args.data_dir)
     frames, val_labels, _ = test_clips(test_x, test_y, 128, seed=1_000_000, cfg=clips)
     with torch.no_grad():
-        val = TokenData(encode_clips(tokenizer, frames), val_labels)
+        val = TokenData(encode_clips(data.tokenizer, frames.to(args.device)), val_labels.to(args.device))
     model_base = {"vocab_size": record["codebook_size"], "seq_len": clips.seq_len, "frames": clips.frames}
     train_base = {"prefix_frac": 0.5, "prefix_len": clips.prefix_len}
     model_cfg, cfg = run_configs(args, out, model_base, train_base)
@@ -196,7 +196,7 @@ def cmd_train_video(args, argv) -> None:
         raise ValueError("the run's sequence layout does not match its clip settings")
     t0 = time.time()
     final = train(model_cfg, cfg, data, out, resume=args.resume, extend=args.extend, device=args.device,
-                  val_data=val.to(args.device), val_every=args.val_every, compile=args.compile,
+                  val_data=val, val_every=args.val_every, compile=args.compile,
                   record={"clips": clips.to_dict(), "tokenizer_sha256": record["tokenizer_sha256"]})
     _finish(args, argv, final, t0)
 

@@ -27,7 +27,7 @@ def _load(args):
 
 
 def cmd_sample_video(args, argv) -> None:
-    from core.imaging import clip_gif, to_uint8
+    from core.pictures import clip_gif, to_uint8
     from core.video import test_clips
     from core.video_eval import test_split
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import plotly.graph_objects as go
 
 from core.data import PAD
 from core.decode import DecodeConfig, DecodeResult
-from core.views import step_quality
+from core.metrics import step_quality
 
 DIFF_COLOUR = np.array([230, 40, 40], dtype=np.float64)
 
@@ -67,33 +66,6 @@ def diff_overlay(images: np.ndarray, differs: np.ndarray, alpha: float = 0.55) -
     rgb = np.repeat(images[..., None].astype(np.float64), 3, -1)
     rgb[mask] = (1 - alpha) * rgb[mask] + alpha * DIFF_COLOUR
     return rgb.round().astype(np.uint8)
-
-
-def tile_rgb(pictures: np.ndarray, scale: int = 4, cols: int = 4) -> np.ndarray:
-    """uint8 (B, H, W, 3) -> one upscaled picture with a 1-pixel grid (like core.views.image_tile, in colour)."""
-    b, h, w, _ = pictures.shape
-    cols = min(b, cols)
-    rows = -(-b // cols)
-    canvas = np.zeros((rows * (h + 1) + 1, cols * (w + 1) + 1, 3), dtype=np.uint8)
-    for i, p in enumerate(pictures):
-        r, c = divmod(i, cols)
-        canvas[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + c * (w + 1): 1 + c * (w + 1) + w] = p
-    return np.repeat(np.repeat(canvas, scale, 0), scale, 1)
-
-
-def steps_figure(runs: list[Run], names: list[str]) -> go.Figure:
-    """MFLOPs per step and image of every run, with the full model without a cache as the reference line."""
-    fig = go.Figure()
-    for run, name in zip(runs, names):
-        records = run.result.records
-        fig.add_scatter(x=[r.step + 1 for r in records], y=[r.total_flops / 1e6 for r in records],
-                        mode="lines+markers", name=name, hovertext=[f"{r.size}, cache {r.action}" for r in records])
-    base = runs[0].result.records
-    fig.add_scatter(x=[r.step + 1 for r in base], y=[r.baseline_flops / 1e6 for r in base], mode="lines",
-                    name="full model, no cache", line=dict(color="black", dash="dot"))
-    fig.update_layout(title="MFLOPs per step (per image)", xaxis=dict(title="step", dtick=1), height=340,
-                      margin=dict(t=40))
-    return fig
 
 
 def summary_rows(runs: list[Run], names: list[str]) -> list[dict]:

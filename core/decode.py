@@ -9,7 +9,8 @@ graph), for throughput.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+import json
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -83,7 +84,7 @@ class StepRecord:
         return {"step": self.step + 1, "size": self.size, "action": self.action, "n_computed": self.n_computed,
                 "n_attended": self.n_attended, "n_logits": self.n_logits, "n_committed": self.n_committed,
                 "flops": self.flops, "total_flops": self.total_flops, "baseline_flops": self.baseline_flops,
-                "wall_time_s": self.wall_time}
+                "wall_time_s": self.wall_time, **({"drift": self.drift} if self.drift else {})}
 
 
 def planned_flops(model_cfg, config: DecodeConfig, guided: bool, prefix_len: int = 0) -> list[dict[str, int]]:
@@ -187,6 +188,22 @@ class DecodeResult:
         for r in self.records:
             out[r.committed] = r.step
         return out
+
+
+def trace_json(config: DecodeConfig, records: list[StepRecord], tokens: bool = False, extra: dict | None = None,
+               per_step: list[dict] | None = None) -> str:
+    """A run as JSON, one format for the CLI and the app: the decoding config, total and baseline FLOPs per image,
+    and per step its summary (what ran, what it cost, the cache drift if measured); with `tokens`, also every
+    sample's tokens after the step (mask id where masked) and which it committed. `extra` adds top-level fields,
+    `per_step` fields to each step."""
+    steps = []
+    for i, r in enumerate(records):
+        step = r.summary() | (per_step[i] if per_step else {})
+        if tokens:
+            step |= {"tokens": r.tokens.tolist(), "committed": r.committed.astype(int).tolist()}
+        steps.append(step)
+    return json.dumps({"config": asdict(config), "total_flops": sum(r.total_flops for r in records),
+                       "baseline_flops": sum(r.baseline_flops for r in records), **(extra or {}), "steps": steps})
 
 
 def generate(model: NestedTransformer, config: DecodeConfig, labels, prefix=None, measure_drift=False,

@@ -17,6 +17,11 @@ from core.decode import DecodeConfig
 from core.pipeline import Pipeline
 
 
+# Tuning and search run on seeds far from those reported (evaluate uses seed 0 by default), so the reported
+# numbers are not selected on their own samples.
+VALIDATION_SEED = 1_000_000
+
+
 def balanced_labels(n_per_class: int, num_classes: int) -> list[int]:
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")

@@ -51,6 +51,16 @@ def baseline_step_flops(cfg: ModelConfig, steps: int, mask_schedule: str = "cosi
     return [sum(step.values()) for step in plan]
 
 
+def sizes_table(model) -> list[dict]:
+    """One row per nested sub-model: width, heads, parameters it touches, GFLOPs of one full pass per image."""
+    cfg = model.cfg
+    n = cfg.seq_len + 1
+    return [{"size": s, "width": cfg.width(s), "heads": cfg.heads // cfg.divisor(s),
+             "parameters (M)": round(model.num_params(s) / 1e6, 3),
+             "GFLOPs per full pass": round(sum(pass_flops(cfg, s, n, n, cfg.seq_len).values()) / 1e9, 4)}
+            for s in sorted(cfg.sizes, key=lambda s: -cfg.sizes[s])]
+
+
 def _register_cpu_attention() -> None:
     """torch 2.13 leaves the CPU fused attention kernel out of FlopCounterMode's registry (it counts 0)."""
     target = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu

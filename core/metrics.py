@@ -38,6 +38,12 @@ def label_accuracy(evaluator: FashionCNN, images, labels) -> float:
     return float((class_probs(evaluator, images).argmax(1) == labels).mean())
 
 
+def step_quality(probs: np.ndarray, label: int | None) -> float:
+    """Mean evaluator probability of the requested class over the batch; unconditional runs have no requested
+    class, so they get the mean probability of whatever class the evaluator picks."""
+    return float(probs.max(1).mean() if label is None else probs[:, label].mean())
+
+
 def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if feats.ndim != 2 or feats.shape[0] < 2:
         raise ValueError(f"feature_stats: need at least 2 feature rows, got shape {feats.shape}")

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from core.cache import format_stride, parse_stride
-from core.cli_decode import VALIDATION_SEED
+from core.evaluate import VALIDATION_SEED
 from core.decode import DecodeConfig, planned_flops
 from core.evaluate import evaluate
 from core.schedule import PRESETS, parse_schedule

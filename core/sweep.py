@@ -13,7 +13,6 @@ from itertools import combinations_with_replacement
 from pathlib import Path
 
 import numpy as np
-import plotly.graph_objects as go
 
 from core.cache import format_stride, parse_stride
 from core.decode import DecodeConfig
@@ -202,30 +201,6 @@ def markdown_table(rows: list[dict]) -> str:
 
 METRICS = {"fd": ("FD to the test set (lower is better)", False),
            "label_accuracy": ("label accuracy (higher is better)", True)}
-
-
-def sweep_figure(rows: list[dict], metric: str = "fd") -> go.Figure:
-    """Quality vs GFLOPs per image, one colour per cache stride, presets labelled, the Pareto front drawn."""
-    title, higher = METRICS[metric]
-    front = pareto_front(rows, y=metric, higher_y_better=higher)
-    fig = go.Figure()
-    for stride in dict.fromkeys(r["stride"] for r in rows):
-        sel = [r for r in rows if r["stride"] == stride]
-        fig.add_scatter(
-            x=[r["gflops_per_image"] for r in sel], y=[r[metric] for r in sel], mode="markers+text",
-            name=f"stride {stride}", text=[r["name"] if r["name"] in PRESETS else "" for r in sel],
-            textposition="top center", textfont=dict(size=10), marker=dict(size=9),
-            hovertext=[f"{r['name']} · {r['schedule']} · stride {r['stride']}<br>{r['gflops_per_image']:.3f} GFLOPs"
-                       f"/image ({r['flops_ratio']:.2f}x fewer)<br>FD {_fmt(r['fd'], 2)} · label accuracy "
-                       f"{r['label_accuracy']:.3f} · n={r['n']}" for r in sel], hoverinfo="text")
-    best = sorted((r for r, f in zip(rows, front) if f), key=lambda r: r["gflops_per_image"])
-    fig.add_scatter(x=[r["gflops_per_image"] for r in best], y=[r[metric] for r in best], name="Pareto front",
-                    mode="lines+markers", line=dict(color="crimson", width=2, shape="hv" if not higher else "vh"),
-                    marker=dict(size=15, color="rgba(0,0,0,0)", line=dict(color="crimson", width=2)),
-                    hoverinfo="skip")
-    fig.update_layout(title=f"{title} vs compute", xaxis=dict(title="GFLOPs per image"), yaxis=dict(title=metric),
-                      height=480, margin=dict(t=50))
-    return fig
 
 
 def save_plot(rows: list[dict], path: str | Path) -> Path:

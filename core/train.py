@@ -196,6 +196,17 @@ def validation_ce(model, data: TokenData, sizes, mask_id, seed: int) -> dict[str
             for s in sizes}
 
 
+def read_metrics(path) -> list[dict]:
+    """Rows of a metrics.jsonl; blank or truncated lines (a run still writing) are skipped."""
+    rows = []
+    for line in open(path, encoding="utf-8"):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
 def train(model_cfg: ModelConfig, cfg: TrainConfig, data, out_dir, resume: bool = False, extend: bool = False,
           device: str = "cpu", progress: bool = True, val_data: TokenData | None = None, val_every: int = 0,
           compile: bool = False, record: dict | None = None) -> Path:

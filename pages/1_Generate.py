@@ -2,9 +2,13 @@
 compare cost and quality with earlier runs, and export."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import streamlit as st
 
-from core.views import animation_frames, gif_bytes, history_figure, image_tile, mp4_bytes, png_bytes, trace_json
+from core.decode import trace_json
+from core.figures import history_figure
+from core.pictures import animation_frames, gif_bytes, image_tile, mp4_bytes, png_bytes
 from pages._widgets import device_caption, load_pipeline
 from pages._widgets.settings import settings_panel
 from pages._widgets.trace_view import StepView, Trace, replay, run_live
@@ -87,7 +91,8 @@ if not exports:
         exports["mp4"] = mp4_bytes(frames)
     except Exception as exc:  # noqa: BLE001 -- any ffmpeg failure: the other exports still work
         exports["mp4_error"] = f"{type(exc).__name__}: {exc}"
-    exports["json"] = trace_json(trace.settings, trace.records, trace.p_class)
+    exports["json"] = trace_json(trace.settings.decode_config(), trace.records, tokens=True, extra={"settings": asdict(trace.settings)},
+                                 per_step=[{"p_class": p} for p in trace.p_class])
     exports["png"] = png_bytes(image_tile(trace.previews[-1]))
 cols = st.columns(4)
 cols[0].download_button("GIF of the decoding", exports["gif"], "magnets.gif", "image/gif", key="dl-gif")

@@ -7,7 +7,10 @@ import streamlit as st
 
 from core.checkpoint import CheckpointError, load_checkpoint
 from core.data import CLASS_NAMES, DatasetMissingError, load_fashion_mnist, to_model_input
-from core.views import image_tile, read_metrics, sizes_table, training_figures
+from core.figures import training_figures
+from core.flops import sizes_table
+from core.pictures import image_tile
+from core.train import read_metrics
 from pages._widgets import device_caption, load_pipeline
 
 st.set_page_config(page_title="Model · MaGNeTS Studio", layout="wide")

@@ -6,10 +6,12 @@ import pandas as pd
 import streamlit as st
 
 from core.cache import format_stride
-from core.compare import diff_overlay, run_setting, steps_figure, summary_rows, tile_rgb, token_diff
+from core.compare import diff_overlay, run_setting, summary_rows, token_diff
+from core.figures import steps_figure
 from core.data import CLASS_NAMES
 from core.decode import DecodeConfig
-from core.views import STRIDE_CHOICES, image_tile
+from core.app_settings import STRIDE_CHOICES
+from core.pictures import image_tile
 from pages._widgets import device_caption, load_pipeline
 
 st.set_page_config(page_title="Compare · MaGNeTS Studio", layout="wide")
@@ -78,7 +80,7 @@ for i, (col, run, name) in enumerate(zip(st.columns(len(runs)), runs, shown_name
         col.caption("the reference for the token diff")
     else:
         differs = token_diff(run.result.tokens, reference)
-        col.image(tile_rgb(diff_overlay(run.images, differs)), width="stretch",
+        col.image(image_tile(diff_overlay(run.images, differs)), width="stretch",
                   caption=f"tokens differing from setting 1: {differs.mean():.0%}")
 
 st.subheader("Per-step FLOPs and totals")

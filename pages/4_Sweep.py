@@ -7,8 +7,9 @@ import streamlit as st
 
 from core.schedule import PRESETS
 from core.search import resolve_budget, run_search
+from core.figures import sweep_figure
 from core.sweep import (CSV_FIELDS, DEFAULT_STRIDES, METRICS, pareto_front, read_rows, run_sweep, sweep_csv_path,
-                        sweep_figure, sweep_items)
+                        sweep_items)
 from pages._widgets import device_caption, load_pipeline
 
 st.set_page_config(page_title="Sweep · MaGNeTS Studio", layout="wide")

@@ -60,3 +60,21 @@ def test_sample_with_the_shipped_checkpoint(tmp_path):
     assert trace["total_flops"] < trace["baseline_flops"]
     assert data["images"].std() > 10  # a picture, not a blank
     assert grid.stat().st_size > 100
+
+
+def test_the_cli_needs_no_app_packages(tmp_path):
+    """A lent GPU machine has torch, numpy and safetensors but not plotly, streamlit or pandas."""
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text("import sys\nfor name in ('plotly', 'streamlit', 'pandas', 'matplotlib'):\n"
+                       "    sys.modules[name] = None  # importing it raises ImportError\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    for command in (["--help"], ["train", "--help"], ["sample", "--help"], ["sweep", "--help"],
+                    ["sample", "--class", "12", "--out", str(tmp_path / "x.npz")]):
+        proc = subprocess.run([sys.executable, "-m", "core", *command], cwd=ROOT, capture_output=True, text=True,
+                              env=env, timeout=120)
+        assert "Traceback" not in proc.stderr and "ModuleNotFoundError" not in proc.stderr, (command, proc.stderr)
+    probe = ("import core.train, core.decode, core.sweep, core.search, core.evaluate, core.video_eval, "
+             "core.compare, core.pictures, core.cli_train, core.cli_video; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.stdout.strip() == "ok", proc.stderr

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from core.__main__ import main
-from core.cli_decode import VALIDATION_SEED
+from core.evaluate import VALIDATION_SEED
 from core.decode import DecodeConfig
 from core.nested import ModelConfig
 from core.pipeline import Pipeline

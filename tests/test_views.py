@@ -1,20 +1,22 @@
-"""The app's pure view helpers (core/views.py): settings <-> URL, schedule editor sync, token-state grids, FLOPs
+"""The app's pure view helpers (core/app_settings.py, core/pictures.py, core/figures.py): settings <-> URL, schedule editor sync, token-state grids, FLOPs
 rows, pictures and export bytes. A tiny random model stands in for the real one: only shapes and bookkeeping
 are under test here."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 
 from core.decode import DecodeConfig, generate
-from core.views import (CLASS_CHOICES, Settings, animation_frames, apply_table_edits, committed_sizes,
-                        confidence_picture, flops_figures, flops_headline, flops_rows, gif_bytes, image_tile,
-                        matching_preset, mp4_bytes, planned_actions, png_bytes, quality_figure, read_metrics,
-                        schedule_figure,
-                        size_picture, sizes_table, state_picture, step_quality, token_states, trace_json,
-                        training_figures)
+from core.app_settings import CLASS_CHOICES, Settings, apply_table_edits, matching_preset, planned_actions
+from core.decode import trace_json
+from core.figures import flops_figures, flops_headline, flops_rows, quality_figure, schedule_figure, training_figures
+from core.metrics import step_quality
+from core.flops import sizes_table
+from core.pictures import animation_frames, committed_sizes, confidence_picture, gif_bytes, image_tile, mp4_bytes, png_bytes, size_picture, state_picture, token_states
+from core.train import read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +121,13 @@ def test_exports(tiny_model, run):
     assert b"ftyp" in mp4_bytes(frames)[:32]
     assert png_bytes(image_tile(previews[-1]))[:4] == b"\x89PNG"
     settings = Settings(steps=6, schedule="XS*2,S*1,L*3", seed=3, n=2)
-    data = json.loads(trace_json(settings, result.records, [0.1] * 6))
+    data = json.loads(trace_json(config, result.records, tokens=True, extra={"settings": asdict(settings)},
+                                 per_step=[{"p_class": 0.1}] * 6))
     assert data["settings"]["schedule"] == "XS*2,S*1,L*3" and len(data["steps"]) == 6
+    assert data["config"]["schedule"] == config.schedule and data["steps"][0]["p_class"] == 0.1
     assert data["steps"][-1]["tokens"] == result.tokens.tolist()
+    assert data["total_flops"] == result.total_flops and data["baseline_flops"] == result.baseline_flops
+    assert "tokens" not in json.loads(trace_json(config, result.records))["steps"][0]  # the CLI's trace is lean
 
 
 def test_step_quality():

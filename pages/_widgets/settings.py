@@ -10,8 +10,7 @@ import streamlit as st
 from core.decode import DecodeConfig
 from core.nested import ModelConfig
 from core.schedule import parse_schedule, preset
-from core.views import (CHOICES, LIMITS, STRIDE_CHOICES, Settings, apply_table_edits,
-                        matching_preset, planned_actions, preset_names, sizes_small_to_large)
+from core.app_settings import CHOICES, LIMITS, STRIDE_CHOICES, Settings, apply_table_edits, matching_preset, planned_actions, preset_names, sizes_small_to_large
 
 CUSTOM = "custom"
 ss = st.session_state

@@ -11,10 +11,10 @@ import streamlit as st
 
 from core.decode import DecodeConfig, StepRecord, decode
 from core.pipeline import Pipeline
-from core.views import (SIZE_COLOURS, STATE_COLOURS, STATE_NAMES, Settings, committed_sizes,
-                        confidence_picture, flops_figures, flops_headline, flops_rows, image_tile,
-                        legend_markdown, quality_figure, size_picture, sizes_small_to_large, state_picture,
-                        step_quality, token_states)
+from core.app_settings import Settings, sizes_small_to_large
+from core.figures import flops_figures, flops_headline, flops_rows, quality_figure
+from core.metrics import step_quality
+from core.pictures import SIZE_COLOURS, STATE_COLOURS, STATE_NAMES, committed_sizes, confidence_picture, image_tile, legend_markdown, size_picture, state_picture, token_states
 
 
 @dataclass

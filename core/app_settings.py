@@ -1,0 +1,117 @@
+"""The app's settings model: everything a Generate run depends on, the bounds the widgets share, and the URL
+query-string round trip (a shared link reproduces a run; a hand-edited one is checked, never fatal)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+
+from core.cache import CachePolicy, format_stride, parse_stride
+from core.data import CLASS_NAMES
+from core.decode import DecodeConfig
+from core.masking import MASK_SCHEDULES
+from core.nested import ModelConfig
+from core.schedule import PRESETS, parse_schedule, preset
+
+UNCONDITIONAL = "unconditional"
+CLASS_CHOICES = (*CLASS_NAMES, UNCONDITIONAL)
+STRIDE_CHOICES = (*(str(i) for i in range(1, 9)), "never")
+# Bounds of the numeric settings, shared by the widgets and by URL validation (a link cannot exceed a widget).
+LIMITS = {"steps": (1, 64), "n": (1, 16), "seed": (0, 2**31 - 1), "cfg": (0.0, 20.0), "temperature": (0.0, 5.0),
+          "choice_temperature": (0.0, 20.0)}
+CHOICES = {"cls": CLASS_CHOICES, "mask": tuple(MASK_SCHEDULES)}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a Generate run depends on; the URL query string holds exactly these fields."""
+
+    steps: int = 12
+    schedule: str = "XS*2,S*2,M*3,L*5"
+    stride: str = "never"
+    cls: str = CLASS_NAMES[0]
+    seed: int = 0
+    cfg: float = 1.0
+    temperature: float = 1.0
+    choice_temperature: float = 4.5
+    mask: str = "cosine"
+    n: int = 1
+
+    def decode_config(self) -> DecodeConfig:
+        """Raises ValueError naming the bad setting (DecodeConfig validates on construction)."""
+        for name in CHOICES:
+            _check(name, getattr(self, name))
+        _check("n", self.n)
+        return DecodeConfig(steps=self.steps, schedule=self.schedule, cache_stride=self.stride,
+                            mask_schedule=self.mask, temperature=self.temperature,
+                            choice_temperature=self.choice_temperature, cfg_scale=self.cfg, seed=self.seed)
+
+    @property
+    def label(self) -> int | None:
+        return None if self.cls == UNCONDITIONAL else CLASS_NAMES.index(self.cls)
+
+    def labels(self) -> list[int | None]:
+        return [self.label] * self.n
+
+    def to_query(self) -> dict[str, str]:
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_query(cls, params, defaults: "Settings | None" = None) -> tuple["Settings", list[str]]:
+        """Query parameters -> Settings, keeping the default for every value that does not parse, with one
+        message per rejected value (a hand-edited link must not crash the page)."""
+        out, errors = defaults or cls(), []
+        for f in fields(cls):
+            if f.name not in params:
+                continue
+            raw = params[f.name]
+            try:
+                value = _check(f.name, type(getattr(out, f.name))(raw))
+            except (TypeError, ValueError) as exc:
+                errors.append(f"URL parameter {f.name}={raw!r} ignored: {exc}")
+                continue
+            out = replace(out, **{f.name: value})
+        return out, errors
+
+
+def _check(name: str, value):
+    """The value, normalised, if the settings widget `name` can show it; else ValueError saying why."""
+    if name == "stride":
+        return format_stride(parse_stride(value))
+    if name in CHOICES and value not in CHOICES[name]:
+        raise ValueError(f"{name} {value!r} is unknown; choose one of: {', '.join(CHOICES[name])}")
+    if name in LIMITS:
+        lo, hi = LIMITS[name]
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise ValueError(f"{name} must be in {lo}..{hi}, got {value}")
+    return value
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def matching_preset(text: str, steps: int) -> str | None:
+    """The preset whose expansion at `steps` is this schedule, if any (so the editor shows it selected)."""
+    try:
+        sizes = parse_schedule(text, steps).sizes
+    except ValueError:
+        return None
+    return next((name for name in PRESETS if preset(name, steps).sizes == sizes), None)
+
+
+def apply_table_edits(text: str, steps: int, edited_rows: dict) -> str:
+    """The schedule text after a data-editor edit ({row: {"size": new}}) of the per-step table."""
+    sizes = list(parse_schedule(text, steps).sizes)
+    for row, change in edited_rows.items():
+        if "size" in change and change["size"]:
+            sizes[int(row)] = change["size"]
+    return parse_schedule(",".join(sizes), steps).text
+
+
+def sizes_small_to_large(cfg: ModelConfig) -> list[str]:
+    return sorted(cfg.sizes, key=lambda s: -cfg.sizes[s])
+
+
+def planned_actions(sizes, stride) -> list[str]:
+    """Refresh/reuse per step as the decoder's cache policy chooses them, without running the model."""
+    return CachePolicy(parse_stride(stride)).actions(sizes)

@@ -1,0 +1,154 @@
+"""Plotly figures for the app (no Streamlit here: pages are thin views): per-step and cumulative FLOPs, the schedule
+diagram, quality over steps, the session's runs, training curves."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from core.cache import REFRESH
+from core.decode import StepRecord
+from core.flops import COMPONENTS, pass_flops
+from core.nested import ModelConfig
+
+def flops_rows(records: list[StepRecord], cfg: ModelConfig) -> list[dict]:
+    """Per step and image: FLOPs by component, what the cache saved (the same sub-model on every position
+    without a cache, minus what ran) and the full-model no-cache baseline."""
+    rows = []
+    for r in records:
+        per_pass_head = pass_flops(cfg, r.size, 0, 0, r.n_logits)["head"]
+        passes = r.flops["head"] // per_pass_head if per_pass_head else 1  # 2 under classifier-free guidance
+        no_cache = passes * sum(pass_flops(cfg, r.size, cfg.seq_len + 1, cfg.seq_len + 1, r.n_logits).values())
+        rows.append({"step": r.step + 1, "size": r.size, "action": r.action, **r.flops, "total": r.total_flops,
+                     "saved_by_cache": no_cache - r.total_flops, "baseline": r.baseline_flops,
+                     "wall_ms": 1000 * r.wall_time})
+    return rows
+
+
+def flops_headline(rows: list[dict], steps: int | None = None) -> str:
+    """The run's saving against the full model at every step; for a partial trace (live, or scrubbed back to an
+    earlier step), the saving so far, said as such: small early steps make it look larger than the run's."""
+    ratio = sum(r["baseline"] for r in rows) / max(1, sum(r["total"] for r in rows))
+    if steps is not None and len(rows) < steps:
+        return f"{ratio:.1f}x fewer FLOPs than the full model so far (steps 1-{len(rows)} of {steps})"
+    return f"{ratio:.1f}x fewer FLOPs than the full model at every step"
+
+
+def flops_figures(rows: list[dict], steps: int) -> tuple[go.Figure, go.Figure]:
+    """(per-step stacked bars: components + saved by cache, with the baseline as a line; cumulative GFLOPs of
+    this run against the baseline)."""
+    x = [r["step"] for r in rows]
+    per_step = go.Figure()
+    for c in COMPONENTS:
+        per_step.add_bar(x=x, y=[r[c] / 1e6 for r in rows], name=c)
+    per_step.add_bar(x=x, y=[r["saved_by_cache"] / 1e6 for r in rows], name="saved by cache",
+                     marker=dict(color="rgba(150,150,150,0.35)", pattern_shape="/"))
+    per_step.add_scatter(x=x, y=[r["baseline"] / 1e6 for r in rows], name="full model, no cache",
+                         mode="lines+markers", line=dict(color="black", dash="dot"))
+    per_step.update_layout(barmode="stack", title="MFLOPs per step (per image)", **_step_axis(steps))
+    cumulative = go.Figure()
+    for key, name in (("total", "this run"), ("baseline", "full model, no cache")):
+        cumulative.add_scatter(x=x, y=np.cumsum([r[key] for r in rows]) / 1e9, name=name, mode="lines+markers")
+    cumulative.update_layout(title="cumulative GFLOPs (per image)", **_step_axis(steps))
+    return per_step, cumulative
+
+
+def _step_axis(steps: int) -> dict:
+    """Layout shared by the per-step charts: the x axis spans every step (so a live run fills in from the left)
+    and the legend sits below, because the charts stand three abreast."""
+    return dict(height=380, margin=dict(t=40, b=10, l=10, r=10), legend=dict(orientation="h", y=-0.25),
+                xaxis=dict(title="step", range=[0.5, steps + 0.5]))
+
+
+def schedule_figure(sizes, actions, cfg: ModelConfig) -> go.Figure:
+    """Step -> sub-model width, refresh steps marked: what a schedule and a cache stride mean, in one picture."""
+    x = list(range(1, len(sizes) + 1))
+    fig = go.Figure()
+    fig.add_bar(x=x, y=[cfg.width(s) for s in sizes], text=list(sizes), textposition="inside",
+                marker_color=["rgb(220,60,60)" if a == REFRESH else "rgb(70,130,180)" for a in actions],
+                hovertext=[f"step {k}: {s}, cache {a}" for k, s, a in zip(x, sizes, actions)], showlegend=False)
+    fig.update_layout(title="sub-model width per step (red: cache refresh, blue: cache reuse)", height=300,
+                      xaxis=dict(title="decoding step", dtick=1), yaxis=dict(title="width"), margin=dict(t=40))
+    return fig
+
+
+def quality_figure(p_class: list[float], steps: int) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=list(range(1, len(p_class) + 1)), y=p_class, mode="lines+markers"))
+    fig.update_layout(title="p(requested class) of the preview", yaxis=dict(range=[0, 1.02]), **_step_axis(steps))
+    return fig
+
+
+def history_figure(history: list[dict]) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=[h["gflops"] for h in history], y=[h["quality"] for h in history],
+                               mode="markers+text", text=[str(i + 1) for i in range(len(history))],
+                               textposition="top center", hovertext=[h["describe"] for h in history]))
+    fig.update_layout(title="this session's runs: quality vs GFLOPs per image", height=300, margin=dict(t=40),
+                      xaxis=dict(title="GFLOPs per image"), yaxis=dict(title="p(requested class)", range=[0, 1.05]))
+    return fig
+
+
+def training_figures(rows: list[dict]) -> list[go.Figure]:
+    """One figure per scale: loss with per-size cross-entropy, learning rate, distillation lambda, gradient norm,
+    throughput. Panels whose keys the rows lack are left out."""
+    step = [r.get("step") for r in rows]
+    panels = (("loss and cross-entropy per sub-model", ["loss", *sorted({k for r in rows for k in r
+                                                                          if k.startswith("ce_")})]),
+              ("learning rate", ["lr"]), ("distillation weight lambda", ["lambda"]),
+              ("gradient norm", ["grad_norm"]), ("throughput (samples/s)", ["samples_per_s"]))
+    figs = []
+    for title, keys in panels:
+        fig = go.Figure()
+        for key in keys:
+            if any(key in r for r in rows):
+                fig.add_scatter(x=step, y=[r.get(key) for r in rows], name=key, mode="lines")
+        if fig.data:
+            fig.update_layout(title=title, height=300, xaxis=dict(title="step"), margin=dict(t=40))
+            figs.append(fig)
+    return figs
+
+
+def sweep_figure(rows: list[dict], metric: str = "fd") -> go.Figure:
+    """Quality vs GFLOPs per image, one colour per cache stride, the Pareto front drawn. Every point says what it
+    is on hover (labels drawn on the chart pile up), and carries a 95 % bootstrap interval as an error bar where
+    the row has one (`<metric>_lo` / `<metric>_hi`)."""
+    from core.sweep import METRICS, pareto_front
+
+    title, higher = METRICS[metric]
+    front = pareto_front(rows, y=metric, higher_y_better=higher)
+    fig = go.Figure()
+    for stride in dict.fromkeys(r["stride"] for r in rows):
+        sel = [r for r in rows if r["stride"] == stride]
+        bars = None
+        if all(r.get(f"{metric}_lo") is not None for r in sel):
+            bars = dict(type="data", symmetric=False, thickness=1,
+                        array=[r[f"{metric}_hi"] - r[metric] for r in sel],
+                        arrayminus=[r[metric] - r[f"{metric}_lo"] for r in sel])
+        fig.add_scatter(
+            x=[r["gflops_per_image"] for r in sel], y=[r[metric] for r in sel], mode="markers", error_y=bars,
+            name=f"stride {stride}", marker=dict(size=9), hoverinfo="text",
+            hovertext=[f"<b>{r['name']}</b> · {r['schedule']} · stride {r['stride']}<br>"
+                       f"{r['gflops_per_image']:.3f} GFLOPs/image ({r['flops_ratio']:.2f}x fewer)<br>"
+                       + " · ".join(f"{k} {r[k]:.3f}" for k in METRICS if r.get(k) is not None)
+                       + f" · n={r['n']}" for r in sel])
+    best = sorted((r for r, f in zip(rows, front) if f), key=lambda r: r["gflops_per_image"])
+    fig.add_scatter(x=[r["gflops_per_image"] for r in best], y=[r[metric] for r in best], name="Pareto front",
+                    mode="lines+markers", line=dict(color="crimson", width=2, shape="hv" if not higher else "vh"),
+                    marker=dict(size=15, color="rgba(0,0,0,0)", line=dict(color="crimson", width=2)),
+                    hoverinfo="skip")
+    fig.update_layout(title=f"{title} vs compute", xaxis=dict(title="GFLOPs per image"), yaxis=dict(title=metric),
+                      height=480, margin=dict(t=50), hovermode="closest")
+    return fig
+
+
+def steps_figure(runs: list[Run], names: list[str]) -> go.Figure:
+    """MFLOPs per step and image of every run, with the full model without a cache as the reference line."""
+    fig = go.Figure()
+    for run, name in zip(runs, names):
+        records = run.result.records
+        fig.add_scatter(x=[r.step + 1 for r in records], y=[r.total_flops / 1e6 for r in records],
+                        mode="lines+markers", name=name, hovertext=[f"{r.size}, cache {r.action}" for r in records])
+    base = runs[0].result.records
+    fig.add_scatter(x=[r.step + 1 for r in base], y=[r.baseline_flops / 1e6 for r in base], mode="lines",
+                    name="full model, no cache", line=dict(color="black", dash="dot"))
+    fig.update_layout(title="MFLOPs per step (per image)", xaxis=dict(title="step", dtick=1), height=340,
+                      margin=dict(t=40))
+    return fig
