@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 
 from core.cache import REFRESH
 from core.decode import StepRecord
+from core.pictures import SIZE_COLOURS, STATE_COLOURS, STATE_NAMES, grid_side
 from core.flops import COMPONENTS, pass_flops
 from core.nested import ModelConfig
 
@@ -151,4 +152,100 @@ def steps_figure(runs: list[Run], names: list[str]) -> go.Figure:
                     name="full model, no cache", line=dict(color="black", dash="dot"))
     fig.update_layout(title="MFLOPs per step (per image)", xaxis=dict(title="step", dtick=1), height=340,
                       margin=dict(t=40))
+    return fig
+
+
+def _discrete_scale(colours) -> list:
+    """A plotly colorscale mapping the integers 0..n-1 (z normalised over that range) to `colours`."""
+    n = len(colours)
+    scale = []
+    for i, c in enumerate(colours):
+        rgb = f"rgb({int(c[0])},{int(c[1])},{int(c[2])})"
+        scale += [[i / n, rgb], [(i + 1) / n, rgb]]
+    return scale
+
+
+def token_grid(values: np.ndarray, frames: int = 1) -> np.ndarray:
+    """(seq_len,) per-token values -> (side, frames * side): an image's token grid, or a clip's frames side by
+    side."""
+    side = grid_side(values.size // frames)
+    return values.reshape(frames, side, side).transpose(1, 0, 2).reshape(side, frames * side)
+
+
+def decode_animation(records: list[StepRecord], previews: np.ndarray, mask_id: int, sizes: list[str],
+                     sample: int = 0, pace_ms: int = 300, frames: int = 1) -> go.Figure:
+    """The decode of one sample as an animation the browser plays at `pace_ms` per step (no server round trip):
+    the decoded preview beside the token grids (state, sub-model that committed each token, confidence of the
+    step's samples). Hovering any token tells its id, state, the step and sub-model that committed it and its
+    confidence. previews: (steps, H, W) uint8 pictures of the sample after each step."""
+    from plotly.subplots import make_subplots
+
+    committed_at = np.full(records[0].tokens.shape[1], -1)
+    committed_by = np.full(records[0].tokens.shape[1], "", dtype=object)
+    steps = []
+    for r in records:
+        committed_at[r.committed[sample]] = r.step + 1
+        committed_by[r.committed[sample]] = r.size
+        state = np.where(r.tokens[sample] == mask_id, 0, 1)
+        state = np.where((state == 1) & r.computed[sample], 2, state)
+        state = np.where(r.committed[sample], 3, state)
+        conf = r.confidence[sample]
+        hover = [f"token {i} · " + ("masked" if tok == mask_id else f"id {tok}") + f"<br>{STATE_NAMES[s]}"
+                 + (f"<br>committed at step {at} by {by}" if at > 0 else "")
+                 + (f"<br>confidence {c:.2f}" if np.isfinite(c) else "")
+                 for i, (tok, s, at, by, c) in enumerate(zip(r.tokens[sample], state, committed_at, committed_by,
+                                                             conf))]
+        size_index = np.array([sizes.index(s) if s else np.nan for s in committed_by], dtype=float)
+        grid = lambda v: token_grid(np.asarray(v), frames)  # noqa: E731
+        text = grid(np.array(hover, dtype=object))
+        steps.append([
+            go.Heatmap(z=previews[r.step], colorscale="gray", zmin=0, zmax=255, showscale=False, hoverinfo="skip"),
+            go.Heatmap(z=grid(state), text=text, hoverinfo="text", zmin=-0.5, zmax=len(STATE_NAMES) - 0.5,
+                       colorscale=_discrete_scale(STATE_COLOURS), showscale=False, xgap=1, ygap=1),
+            go.Heatmap(z=grid(size_index), text=text, hoverinfo="text", zmin=-0.5, zmax=len(sizes) - 0.5,
+                       colorscale=_discrete_scale(SIZE_COLOURS[:len(sizes)]), showscale=False, xgap=1, ygap=1),
+            go.Heatmap(z=grid(np.where(np.isfinite(conf), conf, np.nan)), text=text, hoverinfo="text",
+                       colorscale="Viridis", showscale=False, xgap=1, ygap=1),
+        ])
+    titles = ("decoded (masked tokens previewed)", "token state", "sub-model that committed it",
+              "confidence of the step's samples")
+    fig = make_subplots(1, 4, subplot_titles=titles, horizontal_spacing=0.03,
+                        column_widths=[1.3, 1, 1, 1] if frames == 1 else [1, 1, 1, 1])
+    for col, trace in enumerate(steps[-1], start=1):
+        fig.add_trace(trace, 1, col)
+    fig.frames = [go.Frame(data=data, name=str(k + 1), traces=[0, 1, 2, 3]) for k, data in enumerate(steps)]
+    play = dict(frame=dict(duration=pace_ms, redraw=True), transition=dict(duration=0), mode="immediate")
+    fig.update_layout(
+        height=300 if frames == 1 else 260, margin=dict(t=40, b=10, l=10, r=10),
+        updatemenus=[dict(type="buttons", direction="left", x=0, y=-0.08, xanchor="left", yanchor="top",
+                          buttons=[dict(label="▶ Play", method="animate", args=[[f.name for f in fig.frames], play]),
+                                   dict(label="❚❚", method="animate",
+                                        args=[[None], dict(frame=dict(duration=0), mode="immediate")])])],
+        sliders=[dict(active=len(steps) - 1, x=0.1, len=0.9, y=-0.02, currentvalue=dict(prefix="step "),
+                      steps=[dict(label=f.name, method="animate",
+                                  args=[[f.name], dict(mode="immediate", frame=dict(duration=0, redraw=True))])
+                             for f in fig.frames])])
+    for col in range(1, 5):
+        fig.update_yaxes(autorange="reversed", showticklabels=False, showgrid=False, zeroline=False,
+                         scaleanchor=f"x{col if col > 1 else ''}", row=1, col=col)
+        fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, row=1, col=col)
+    fig.update_layout(plot_bgcolor="white")
+    return fig
+
+
+def drift_figure(records: list[StepRecord], steps: int) -> go.Figure:
+    """Per reuse step: how far the cached pass's logits are from a cache-free pass of the same step (max and mean
+    absolute difference) and how often their top-1 tokens agree."""
+    from plotly.subplots import make_subplots
+
+    rows = [r for r in records if r.drift]
+    x = [r.step + 1 for r in rows]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_bar(x=x, y=[r.drift["max_abs_logit"] for r in rows], name="max |Δ logit|")
+    fig.add_bar(x=x, y=[r.drift["mean_abs_logit"] for r in rows], name="mean |Δ logit|")
+    fig.add_scatter(x=x, y=[r.drift["top1_agreement"] for r in rows], name="top-1 agreement", mode="lines+markers",
+                    secondary_y=True)
+    fig.update_yaxes(title="logit difference", secondary_y=False)
+    fig.update_yaxes(title="top-1 agreement", range=[0, 1.02], secondary_y=True)
+    fig.update_layout(title="cache drift: reuse vs a cache-free pass of the same step", **_step_axis(steps))
     return fig

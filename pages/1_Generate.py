@@ -1,5 +1,5 @@
-"""Generate: edit a size schedule and cache stride, watch the tokens fill in step by step, then scrub, replay,
-compare cost and quality with earlier runs, and export."""
+"""Generate: edit a size schedule and cache stride, run, and watch the tokens fill in step by step at your own
+pace; compare cost and quality with earlier runs, measure the cache's drift, and export."""
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -8,10 +8,10 @@ import streamlit as st
 
 from core.decode import trace_json
 from core.figures import history_figure
-from core.pictures import animation_frames, gif_bytes, image_tile, mp4_bytes, png_bytes
+from core.pictures import animation_frames, gif_bytes, mp4_bytes, png_bytes
 from pages._widgets import device_caption, load_pipeline
 from pages._widgets.settings import settings_panel
-from pages._widgets.trace_view import StepView, Trace, replay, run_live
+from pages._widgets.trace_view import Trace, final_images, run, show
 
 st.set_page_config(page_title="Generate · MaGNeTS Studio", layout="wide")
 st.title("Generate")
@@ -29,58 +29,45 @@ except ValueError as exc:
     st.error(f"Cannot run with these settings: {exc}")
     st.stop()
 
-left, right = st.columns([1, 1, 2])[:2]
-run = left.button("Generate", type="primary", key="run")
-ss["sample"] = min(ss.get("sample", 1), settings.n)  # the batch may have shrunk since the last run
-sample = right.number_input("Sample shown in the grids", 1, settings.n, key="sample") - 1 if settings.n > 1 else 0
-trace: Trace | None = ss.get("trace")
+left, mid, right = st.columns([1, 2, 2])
+clicked = left.button("Generate", type="primary", key="gen_run")
+pace = mid.slider("Playback pace (ms per step)", 50, 1500, 300, 50, key="gen_pace",
+                  help="How fast ▶ Play steps through the run; the model has already finished it.")
+drift = right.checkbox("Measure cache drift", key="gen_drift",
+                       help="On every reuse step, also run a cache-free pass (not counted in the time) and show how "
+                            "far the cached logits are from it.")
+ss["gen_sample"] = min(ss.get("gen_sample", 1), settings.n)  # the batch may have shrunk since the last run
+sample = st.number_input("Sample shown", 1, settings.n, key="gen_sample") - 1 if settings.n > 1 else 0
+trace: Trace | None = ss.get("gen_trace")
 
-if run or from_link:
-    view = StepView(pipe)
+if clicked or from_link:
     try:
-        trace = run_live(pipe, settings, config, view, sample)
+        trace = run(pipe, settings, config, measure_drift=drift)
     except ValueError as exc:  # e.g. more steps than tokens to generate
         st.error(f"Cannot run with these settings: {exc}")
         st.stop()
-    ss["trace"] = trace
-    ss.setdefault("history", []).append({
-        "gflops": sum(r.total_flops for r in trace.records) / 1e9,
-        "quality": trace.p_class[-1],
+    ss["gen_trace"] = trace
+    ss.setdefault("gen_history", []).append({
+        "gflops": sum(r.total_flops for r in trace.records) / 1e9, "quality": trace.p_class[-1],
         "describe": f"{config.describe()} | {settings.cls} | seed {settings.seed}"})
-    ss["scrub_pending"] = len(trace.records)
-    st.rerun()  # redraw as a finished run: scrubber, quality and exports
 
 if trace is None:
-    st.info("Choose settings in the sidebar and press **Generate**; tokens fill in live, step by step.")
+    st.info("Choose settings in the sidebar and press **Generate**; then press ▶ Play to watch the tokens fill in.")
     st.stop()
 if trace.settings != settings:
     st.caption("Showing the previous run; the settings have changed since. Press **Generate** to run them.")
-
-# Replay from the stored trace: the model is not called again.
-steps = len(trace.records)
-if "scrub_pending" in ss:
-    ss["scrub"] = ss.pop("scrub_pending")
-ss["scrub"] = min(ss.get("scrub", steps), steps)
-scrub_col, play_col = st.columns([5, 1])
-# A one-step run has nothing to scrub (and a slider needs two values).
-k = scrub_col.slider("Step", 1, steps, key="scrub") - 1 if steps > 1 else 0
-play = play_col.button("Play", key="play")
-view = StepView(pipe)
-sample = min(sample, len(trace.previews[0]) - 1)
-if play:
-    replay(trace, view, sample)
-    ss["scrub_pending"] = steps
-    st.rerun()  # leave the slider on the step the animation ended on
-else:
-    view.draw(trace, k, sample, tag="scrub")
-st.caption(f"Tokens fingerprint `{trace.fingerprint()}` (equal settings give an equal fingerprint)")
+show(pipe, trace, min(sample, trace.previews.shape[1] - 1), pace)
+if drift and not any(r.drift for r in trace.records):
+    st.caption("No cache drift to show: " + ("every step of this run refreshed the cache."
+                                             if all(r.action == "refresh" for r in trace.records)
+                                             else "this run was made without measuring it; press **Generate**."))
 
 st.subheader("Quality")
 if trace.score:
     fd = "n/a (needs 2+ images)" if trace.score["fd"] is None else f"{trace.score['fd']:.1f}"
     st.markdown(f"Label accuracy **{trace.score['label_accuracy']:.0%}** on {trace.score['n']} image(s) · "
                 f"FD to the test set {fd} (biased upward at small n)")
-st.plotly_chart(history_figure(ss["history"]), key="history")
+st.plotly_chart(history_figure(ss["gen_history"]), key="gen_history_chart")
 
 st.subheader("Export")
 exports = trace.exports
@@ -91,14 +78,16 @@ if not exports:
         exports["mp4"] = mp4_bytes(frames)
     except Exception as exc:  # noqa: BLE001 -- any ffmpeg failure: the other exports still work
         exports["mp4_error"] = f"{type(exc).__name__}: {exc}"
-    exports["json"] = trace_json(trace.settings.decode_config(), trace.records, tokens=True, extra={"settings": asdict(trace.settings)},
+    exports["json"] = trace_json(trace.settings.decode_config(), trace.records, tokens=True,
+                                 extra={"settings": asdict(trace.settings)},
                                  per_step=[{"p_class": p} for p in trace.p_class])
-    exports["png"] = png_bytes(image_tile(trace.previews[-1]))
+    exports["png"] = png_bytes(final_images(trace))
 cols = st.columns(4)
-cols[0].download_button("GIF of the decoding", exports["gif"], "magnets.gif", "image/gif", key="dl-gif")
+cols[0].download_button("GIF of the decoding", exports["gif"], "magnets.gif", "image/gif", key="gen_dl_gif")
 if "mp4" in exports:
-    cols[1].download_button("MP4 of the decoding", exports["mp4"], "magnets.mp4", "video/mp4", key="dl-mp4")
+    cols[1].download_button("MP4 of the decoding", exports["mp4"], "magnets.mp4", "video/mp4", key="gen_dl_mp4")
 else:
     cols[1].warning(f"MP4 export unavailable ({exports['mp4_error']}); the GIF has the same frames.")
-cols[2].download_button("Trace (JSON)", exports["json"], "magnets-trace.json", "application/json", key="dl-json")
-cols[3].download_button("Image (PNG)", exports["png"], "magnets.png", "image/png", key="dl-png")
+cols[2].download_button("Trace (JSON)", exports["json"], "magnets-trace.json", "application/json",
+                        key="gen_dl_json")
+cols[3].download_button("Image (PNG)", exports["png"], "magnets.png", "image/png", key="gen_dl_png")

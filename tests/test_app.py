@@ -34,12 +34,12 @@ def shown(at: AppTest) -> tuple[str, np.ndarray]:
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     headline = next(m.value for m in at.markdown if "fewer FLOPs" in m.value)
-    assert at.session_state["trace"].fingerprint() in " ".join(c.value for c in at.caption)
-    return headline, at.session_state["trace"].records[-1].tokens
+    assert at.session_state["gen_trace"].fingerprint() in " ".join(c.value for c in at.caption)
+    return headline, at.session_state["gen_trace"].records[-1].tokens
 
 
 def rerun_with(at: AppTest) -> AppTest:
-    return at.button(key="run").click().run()
+    return at.button(key="gen_run").click().run()
 
 
 @pytest.mark.parametrize("page", ["app.py", "pages/2_Model.py", "pages/1_Generate.py"])
@@ -65,17 +65,17 @@ def test_home_shows_the_schedule_diagram():
 
 # (control, how to change it, whether the FLOPs headline must change; otherwise the tokens must)
 CONTROLS = [
-    ("steps", lambda at: at.number_input(key="steps").set_value(8), True),
-    ("preset", lambda at: at.selectbox(key="preset").select("baseline"), True),
-    ("schedule text", lambda at: at.text_input(key="schedule").input("XS*3,L*3"), True),
-    ("cache stride", lambda at: at.select_slider(key="stride").set_value("1"), True),
-    ("mask schedule", lambda at: at.selectbox(key="mask").select("linear"), True),
-    ("cfg scale", lambda at: at.number_input(key="cfg").set_value(3.0), True),  # guidance adds a second pass
-    ("seed", lambda at: at.number_input(key="seed").set_value(7), False),
-    ("temperature", lambda at: at.number_input(key="temperature").set_value(0.3), False),
-    ("choice temperature", lambda at: at.number_input(key="choice_temperature").set_value(0.0), False),
-    ("class", lambda at: at.selectbox(key="cls").select("Trouser"), False),
-    ("number of images", lambda at: at.number_input(key="n").set_value(2), False),
+    ("steps", lambda at: at.number_input(key="gen_steps").set_value(8), True),
+    ("preset", lambda at: at.selectbox(key="gen_preset").select("baseline"), True),
+    ("schedule text", lambda at: at.text_input(key="gen_schedule").input("XS*3,L*3"), True),
+    ("cache stride", lambda at: at.select_slider(key="gen_stride").set_value("1"), True),
+    ("mask schedule", lambda at: at.selectbox(key="gen_mask").select("linear"), True),
+    ("cfg scale", lambda at: at.number_input(key="gen_cfg").set_value(3.0), True),  # guidance adds a second pass
+    ("seed", lambda at: at.number_input(key="gen_seed").set_value(7), False),
+    ("temperature", lambda at: at.number_input(key="gen_temperature").set_value(0.3), False),
+    ("choice temperature", lambda at: at.number_input(key="gen_choice_temperature").set_value(0.0), False),
+    ("class", lambda at: at.selectbox(key="gen_cls").select("Trouser"), False),
+    ("number of images", lambda at: at.number_input(key="gen_n").set_value(2), False),
 ]
 
 
@@ -97,7 +97,7 @@ def test_each_control_changes_the_output(name, change, flops_change):
                                          ("L**3", "not of the form")])
 def test_bad_schedule_shows_an_error(text, reason):
     at = open_generate()
-    at.text_input(key="schedule").input(text).run()
+    at.text_input(key="gen_schedule").input(text).run()
     assert not at.exception
     assert any(reason in e.value for e in at.error), [e.value for e in at.error]
 
@@ -107,19 +107,19 @@ def test_bad_url_values_are_reported_not_fatal():
     assert not at.exception
     warnings = " ".join(w.value for w in at.warning)
     assert "steps" in warnings and "cls" in warnings and "stride" in warnings
-    assert at.session_state["steps"] == 12  # the default stands in for the rejected value
+    assert at.session_state["gen_steps"] == 12  # the default stands in for the rejected value
 
 
 def test_settings_round_trip_through_the_url():
     at = open_generate(seed="5", cls="Bag", mask="arccos", cfg="2.0")
-    assert at.session_state["trace"].settings.cls == "Bag"
-    at.number_input(key="seed").set_value(9).run()
+    assert at.session_state["gen_trace"].settings.cls == "Bag"
+    at.number_input(key="gen_seed").set_value(9).run()
     rerun_with(at)
     link = dict(at.query_params)
     assert link["seed"] == "9" and link["cls"] == "Bag" and link["mask"] == "arccos"
     again = open_generate(**link)  # a new session from the link reproduces the run
-    assert again.session_state["trace"].settings == at.session_state["trace"].settings
-    assert again.session_state["trace"].fingerprint() == at.session_state["trace"].fingerprint()
+    assert again.session_state["gen_trace"].settings == at.session_state["gen_trace"].settings
+    assert again.session_state["gen_trace"].fingerprint() == at.session_state["gen_trace"].fingerprint()
 
 
 @pytest.mark.parametrize("link", [{"steps": "1", "schedule": "L"},
@@ -128,18 +128,37 @@ def test_settings_round_trip_through_the_url():
 def test_extreme_settings_run(link):
     at = open_generate(**link)
     shown(at)
-    assert len(at.session_state["trace"].records) == int(link["steps"])
+    assert len(at.session_state["gen_trace"].records) == int(link["steps"])
 
 
-def test_scrubber_and_play_replay_without_the_model():
+def _animation(at: AppTest) -> dict:
+    import json
+    chart = next(c for c in at.get("plotly_chart") if json.loads(c.proto.spec).get("frames"))
+    return json.loads(chart.proto.spec)
+
+
+def test_the_run_plays_back_in_the_browser_without_the_model():
     at = open_generate()
-    trace = at.session_state["trace"]
-    at.slider(key="scrub").set_value(2).run()
-    assert any(c.value.startswith("Step 2/6") for c in at.caption)
-    at.button(key="play").click().run()
-    assert not at.exception
-    assert at.session_state["trace"] is trace  # replay reads the stored trace; nothing was re-run
-    assert at.slider(key="scrub").value == 6
+    trace = at.session_state["gen_trace"]
+    spec = _animation(at)
+    assert [f["name"] for f in spec["frames"]] == ["1", "2", "3", "4", "5", "6"]  # one frame per step
+    play = spec["layout"]["updatemenus"][0]["buttons"][0]
+    assert play["args"][1]["frame"]["duration"] == 300  # the default pace
+    at.slider(key="gen_pace").set_value(800).run()  # a new pace redraws the stored run: no model call
+    assert at.session_state["gen_trace"] is trace
+    assert _animation(at)["layout"]["updatemenus"][0]["buttons"][0]["args"][1]["frame"]["duration"] == 800
+    hover = spec["frames"][-1]["data"][2]["text"]  # the sub-model grid of the last step
+    assert any("committed at step" in cell and "by L" in cell for row in hover for cell in row)
+
+
+def test_cache_drift_is_shown_on_request():
+    at = open_generate()
+    assert at.session_state["gen_trace"].records[-1].drift is None
+    at.checkbox(key="gen_drift").check().run()
+    rerun_with(at)
+    records = at.session_state["gen_trace"].records
+    assert [r.drift is not None for r in records] == [r.action == "reuse" for r in records]
+    assert any("cache drift" in str(c.proto.spec) for c in at.get("plotly_chart"))
 
 
 def test_exports_and_history():
@@ -148,7 +167,7 @@ def test_exports_and_history():
     labels = {b.label for b in at.get("download_button")}
     assert {"GIF of the decoding", "Trace (JSON)", "Image (PNG)"} <= labels
     assert "MP4 of the decoding" in labels or at.warning  # no ffmpeg writer: a warning, not a crash
-    assert len(at.session_state["history"]) == 2
+    assert len(at.session_state["gen_history"]) == 2
     assert any("Label accuracy" in m.value for m in at.markdown)
 
 
@@ -156,12 +175,12 @@ def test_settings_and_run_survive_a_visit_to_another_page():
     # Streamlit forgets the state of widgets a run does not draw, so a visit to Model must not reset Generate.
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
     at.switch_page("pages/1_Generate.py").run()
-    at.number_input(key="steps").set_value(4).run()
-    at.text_input(key="schedule").input("XS*2,L*2").run()
+    at.number_input(key="gen_steps").set_value(4).run()
+    at.text_input(key="gen_schedule").input("XS*2,L*2").run()
     rerun_with(at)
-    fingerprint = at.session_state["trace"].fingerprint()
+    fingerprint = at.session_state["gen_trace"].fingerprint()
     at.switch_page("pages/2_Model.py").run()
     at.switch_page("pages/1_Generate.py").run()
     assert not at.exception, [e.value for e in at.exception]
-    assert at.text_input(key="schedule").value == "XS*2,L*2" and at.number_input(key="steps").value == 4
+    assert at.text_input(key="gen_schedule").value == "XS*2,L*2" and at.number_input(key="gen_steps").value == 4
     assert any(fingerprint in c.value for c in at.caption)

@@ -13,6 +13,7 @@ from core.schedule import parse_schedule, preset
 from core.app_settings import CHOICES, LIMITS, STRIDE_CHOICES, Settings, apply_table_edits, matching_preset, planned_actions, preset_names, sizes_small_to_large
 
 CUSTOM = "custom"
+P = "gen_"  # this page's session-state keys (other pages have their own prefixes)
 ss = st.session_state
 
 
@@ -20,67 +21,67 @@ def _init_from_url(defaults: Settings) -> bool:
     """Seed the widgets: on a session's first run from the URL (defaults otherwise), later from the settings the
     page last used, because Streamlit drops a widget's state whenever a run (another page) does not draw it.
     True when this is a first run opened from a shared link, which should reproduce the run."""
-    first = "saved_settings" not in ss
+    first = P + "saved_settings" not in ss
     params = st.query_params.to_dict() if first else {}
     if first:
         settings, errors = Settings.from_query(params, defaults)
-        ss["table_version"] = 0
+        ss[P + "table_version"] = 0
     else:
-        settings = ss["saved_settings"]
+        settings = ss[P + "saved_settings"]
     for f in fields(Settings):
-        ss.setdefault(f.name, getattr(settings, f.name))
-    if "preset" not in ss:
-        ss["preset"] = matching_preset(ss["schedule"], ss["steps"]) or CUSTOM
-        if ss["preset"] != CUSTOM:  # show a preset named in the URL in the text form too
-            ss["schedule"] = preset(ss["preset"], ss["steps"]).text
+        ss.setdefault(P + f.name, getattr(settings, f.name))
+    if P + "preset" not in ss:
+        ss[P + "preset"] = matching_preset(ss[P + "schedule"], ss[P + "steps"]) or CUSTOM
+        if ss[P + "preset"] != CUSTOM:  # show a preset named in the URL in the text form too
+            ss[P + "schedule"] = preset(ss[P + "preset"], ss[P + "steps"]).text
     if first:
-        ss["link"] = (_current(), errors)  # the rejected URL values are reported while the settings are the link's
+        ss[P + "link"] = (_current(), errors)  # the rejected URL values are reported while the settings are the link's
     return any(f.name in params for f in fields(Settings))
 
 
 def _current() -> Settings:
-    return Settings(**{f.name: ss[f.name] for f in fields(Settings)})
+    return Settings(**{f.name: ss[P + f.name] for f in fields(Settings)})
 
 
 def _schedule_changed():
     """The text form changed, or a preset/steps change rewrote it: the table must be rebuilt from the text."""
-    ss["table_version"] += 1
+    ss[P + "table_version"] += 1
 
 
 def _on_preset():
-    if ss["preset"] != CUSTOM:
-        ss["schedule"] = preset(ss["preset"], ss["steps"]).text
+    if ss[P + "preset"] != CUSTOM:
+        ss[P + "schedule"] = preset(ss[P + "preset"], ss[P + "steps"]).text
         _schedule_changed()
 
 
 def _on_text():
-    ss["preset"] = matching_preset(ss["schedule"], ss["steps"]) or CUSTOM
+    ss[P + "preset"] = matching_preset(ss[P + "schedule"], ss[P + "steps"]) or CUSTOM
     _schedule_changed()
 
 
 def _on_steps():
-    if ss["preset"] != CUSTOM:  # a preset stretches to any step count; a hand-written schedule must be fixed
+    if ss[P + "preset"] != CUSTOM:  # a preset stretches to any step count; a hand-written schedule must be fixed
         _on_preset()
     else:
         _on_text()
 
 
 def _on_table(key: str):
-    ss["schedule"] = apply_table_edits(ss["schedule"], ss["steps"], ss[key]["edited_rows"])
+    ss[P + "schedule"] = apply_table_edits(ss[P + "schedule"], ss[P + "steps"], ss[key]["edited_rows"])
     _on_text()
 
 
 def _schedule_editor(cfg: ModelConfig):
-    st.selectbox("Schedule preset", [*preset_names(), CUSTOM], key="preset", on_change=_on_preset)
-    st.text_input("Schedule (text form)", key="schedule", on_change=_on_text,
+    st.selectbox("Schedule preset", [*preset_names(), CUSTOM], key=P + "preset", on_change=_on_preset)
+    st.text_input("Schedule (text form)", key=P + "schedule", on_change=_on_text,
                   help="Runs of SIZE*COUNT, small to large, e.g. XS*2,S*2,M*3,L*5; counts sum to the steps.")
     try:
-        sizes = parse_schedule(ss["schedule"], ss["steps"]).sizes
+        sizes = parse_schedule(ss[P + "schedule"], ss[P + "steps"]).sizes
     except ValueError:
         return  # the page shows the reason; the table needs a valid schedule to show
     table = pd.DataFrame({"step": range(1, len(sizes) + 1), "size": list(sizes),
-                          "cache": planned_actions(sizes, ss["stride"])})
-    key = f"schedule_table_{ss['table_version']}"  # a new key per outside change drops stale table edits
+                          "cache": planned_actions(sizes, ss[P + "stride"])})
+    key = f"{P}schedule_table_{ss[P + 'table_version']}"  # a new key per outside change drops stale table edits
     with st.expander("Per-step table", expanded=False):
         st.data_editor(table, key=key, on_change=_on_table, args=(key,), hide_index=True, num_rows="fixed",
                        disabled=["step", "cache"], width="stretch",
@@ -94,20 +95,20 @@ def settings_panel(cfg: ModelConfig, defaults: DecodeConfig) -> tuple[Settings, 
     from_link = _init_from_url(Settings(cfg=defaults.cfg_scale, temperature=defaults.temperature))
     with st.sidebar:
         st.header("Settings")
-        st.number_input("Steps", *LIMITS["steps"], key="steps", on_change=_on_steps)
+        st.number_input("Steps", *LIMITS["steps"], key=P + "steps", on_change=_on_steps)
         _schedule_editor(cfg)
-        strides = list(STRIDE_CHOICES) if ss["stride"] in STRIDE_CHOICES else [*STRIDE_CHOICES, ss["stride"]]
+        strides = list(STRIDE_CHOICES) if ss[P + "stride"] in STRIDE_CHOICES else [*STRIDE_CHOICES, ss[P + "stride"]]
         st.select_slider("Cache stride (refresh every N steps; never = only on size changes)", strides,
-                         key="stride")
-        st.selectbox("Class", CHOICES["cls"], key="cls")
-        st.number_input("Number of images", *LIMITS["n"], key="n")
-        st.number_input("Seed", *LIMITS["seed"], key="seed")
-        st.number_input("CFG scale (1 = no guidance)", *LIMITS["cfg"], step=0.5, key="cfg")
-        st.number_input("Temperature (0 = argmax)", *LIMITS["temperature"], step=0.1, key="temperature")
-        st.number_input("Choice temperature", *LIMITS["choice_temperature"], step=0.5, key="choice_temperature")
-        st.selectbox("Mask schedule", CHOICES["mask"], key="mask")
-    settings = ss["saved_settings"] = _current()
-    link_settings, link_errors = ss["link"]
+                         key=P + "stride")
+        st.selectbox("Class", CHOICES["cls"], key=P + "cls")
+        st.number_input("Number of images", *LIMITS["n"], key=P + "n")
+        st.number_input("Seed", *LIMITS["seed"], key=P + "seed")
+        st.number_input("CFG scale (1 = no guidance)", *LIMITS["cfg"], step=0.5, key=P + "cfg")
+        st.number_input("Temperature (0 = argmax)", *LIMITS["temperature"], step=0.1, key=P + "temperature")
+        st.number_input("Choice temperature", *LIMITS["choice_temperature"], step=0.5, key=P + "choice_temperature")
+        st.selectbox("Mask schedule", CHOICES["mask"], key=P + "mask")
+    settings = ss[P + "saved_settings"] = _current()
+    link_settings, link_errors = ss[P + "link"]
     if settings == link_settings:
         for message in link_errors:
             st.warning(message)
