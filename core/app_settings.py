@@ -17,12 +17,36 @@ CLASS_CHOICES = (*CLASS_NAMES, UNCONDITIONAL)
 STRIDE_CHOICES = (*(str(i) for i in range(1, 9)), "never")
 # Bounds of the numeric settings, shared by the widgets and by URL validation (a link cannot exceed a widget).
 LIMITS = {"steps": (1, 64), "n": (1, 16), "seed": (0, 2**31 - 1), "cfg": (0.0, 20.0), "temperature": (0.0, 5.0),
-          "choice_temperature": (0.0, 20.0)}
-CHOICES = {"cls": CLASS_CHOICES, "mask": tuple(MASK_SCHEDULES)}
+          "choice_temperature": (0.0, 20.0), "clip": (0, 2**31 - 1)}
+CHOICES = {"cls": CLASS_CHOICES, "mask": tuple(MASK_SCHEDULES), "task": ("generate", "predict")}
+
+
+class QuerySettings:
+    """A frozen settings dataclass that round-trips through URL query parameters, every value checked."""
+
+    def to_query(self) -> dict[str, str]:
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_query(cls, params, defaults=None):
+        """Query parameters -> settings, keeping the default for every value that does not parse, with one
+        message per rejected value (a hand-edited link must not crash the page). Returns (settings, messages)."""
+        out, errors = defaults or cls(), []
+        for f in fields(cls):
+            if f.name not in params:
+                continue
+            raw = params[f.name]
+            try:
+                value = _check(f.name, type(getattr(out, f.name))(raw))
+            except (TypeError, ValueError) as exc:
+                errors.append(f"URL parameter {f.name}={raw!r} ignored: {exc}")
+                continue
+            out = replace(out, **{f.name: value})
+        return out, errors
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(QuerySettings):
     """Everything a Generate run depends on; the URL query string holds exactly these fields."""
 
     steps: int = 12
@@ -38,9 +62,8 @@ class Settings:
 
     def decode_config(self) -> DecodeConfig:
         """Raises ValueError naming the bad setting (DecodeConfig validates on construction)."""
-        for name in CHOICES:
+        for name in ("cls", "mask", "n"):
             _check(name, getattr(self, name))
-        _check("n", self.n)
         return DecodeConfig(steps=self.steps, schedule=self.schedule, cache_stride=self.stride,
                             mask_schedule=self.mask, temperature=self.temperature,
                             choice_temperature=self.choice_temperature, cfg_scale=self.cfg, seed=self.seed)
@@ -52,25 +75,34 @@ class Settings:
     def labels(self) -> list[int | None]:
         return [self.label] * self.n
 
-    def to_query(self) -> dict[str, str]:
-        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
 
-    @classmethod
-    def from_query(cls, params, defaults: "Settings | None" = None) -> tuple["Settings", list[str]]:
-        """Query parameters -> Settings, keeping the default for every value that does not parse, with one
-        message per rejected value (a hand-edited link must not crash the page)."""
-        out, errors = defaults or cls(), []
-        for f in fields(cls):
-            if f.name not in params:
-                continue
-            raw = params[f.name]
-            try:
-                value = _check(f.name, type(getattr(out, f.name))(raw))
-            except (TypeError, ValueError) as exc:
-                errors.append(f"URL parameter {f.name}={raw!r} ignored: {exc}")
-                continue
-            out = replace(out, **{f.name: value})
-        return out, errors
+@dataclass(frozen=True)
+class VideoSettings(QuerySettings):
+    """Everything a Video run depends on (the URL holds these fields). `clip` picks the test clips of a
+    prediction (their seed); `cls` the class of generated clips."""
+
+    task: str = "predict"
+    cls: str = CLASS_NAMES[0]
+    clip: int = 0
+    n: int = 1
+    steps: int = 12
+    schedule: str = "XS*2,S*2,M*3,L*5"
+    stride: str = "never"
+    seed: int = 0
+    cfg: float = 1.0
+    temperature: float = 1.0
+
+    def decode_config(self, base: DecodeConfig) -> DecodeConfig:
+        """`base` (the model's tuned decoding for the task) with these settings; ValueError names a bad one."""
+        for name in ("task", "cls", "n", "clip"):
+            _check(name, getattr(self, name))
+        if self.task == "generate" and self.cls == UNCONDITIONAL:
+            raise ValueError("the video model generates class-conditional clips: choose a class")
+        return replace(base, steps=self.steps, schedule=self.schedule, cache_stride=self.stride, seed=self.seed,
+                       cfg_scale=self.cfg, temperature=self.temperature)
+
+    def labels(self) -> list[int]:
+        return [CLASS_NAMES.index(self.cls)] * self.n
 
 
 def _check(name: str, value):

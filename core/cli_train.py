@@ -206,7 +206,7 @@ def cmd_train_tokenizer(args, argv) -> None:
     from core.tokenizer import VQConfig, train_tokenizer
 
     set_threads(args.threads)
-    cfg = VQConfig(codebook_size=args.codebook_size, channels=args.channels)
+    cfg = VQConfig(codebook_size=args.codebook_size, channels=args.channels, l1_weight=args.l1_weight)
     train_x, _ = load_fashion_mnist("train", args.data_dir)
     test_x, _ = load_fashion_mnist("test", args.data_dir)
     t0 = time.time()
@@ -255,6 +255,7 @@ def register(sub, subcommands: dict) -> None:
     _fit_args(p, epochs=7, batch_size=128, lr=2e-3, out="assets/tokenizer")
     p.add_argument("--codebook-size", type=positive_int, default=512)
     p.add_argument("--channels", type=positive_int, default=64)
+    p.add_argument("--l1-weight", type=float, default=0.0, help="reconstruction loss = MSE + this * L1")
     add_runtime_args(p, default_device=None)
     subcommands["train-tokenizer"] = cmd_train_tokenizer
 

@@ -209,26 +209,29 @@ def decode_animation(records: list[StepRecord], previews: np.ndarray, mask_id: i
         ])
     titles = ("decoded (masked tokens previewed)", "token state", "sub-model that committed it",
               "confidence of the step's samples")
-    fig = make_subplots(1, 4, subplot_titles=titles, horizontal_spacing=0.03,
-                        column_widths=[1.3, 1, 1, 1] if frames == 1 else [1, 1, 1, 1])
-    for col, trace in enumerate(steps[-1], start=1):
-        fig.add_trace(trace, 1, col)
+    # An image's panels stand side by side; a clip's (frames side by side) are wide, so they stack.
+    cells = [(1, c) for c in range(1, 5)] if frames == 1 else [(r, 1) for r in range(1, 5)]
+    fig = make_subplots(*cells[-1], subplot_titles=titles, horizontal_spacing=0.03, vertical_spacing=0.08,
+                        column_widths=[1.3, 1, 1, 1] if frames == 1 else None)
+    for (row, col), trace in zip(cells, steps[-1]):
+        fig.add_trace(trace, row, col)
     fig.frames = [go.Frame(data=data, name=str(k + 1), traces=[0, 1, 2, 3]) for k, data in enumerate(steps)]
     play = dict(frame=dict(duration=pace_ms, redraw=True), transition=dict(duration=0), mode="immediate")
     fig.update_layout(
-        height=300 if frames == 1 else 260, margin=dict(t=40, b=10, l=10, r=10),
+        height=300 if frames == 1 else 620, margin=dict(t=40, b=10, l=10, r=10),
         updatemenus=[dict(type="buttons", direction="left", x=0, y=-0.08, xanchor="left", yanchor="top",
                           buttons=[dict(label="▶ Play", method="animate", args=[[f.name for f in fig.frames], play]),
                                    dict(label="❚❚", method="animate",
                                         args=[[None], dict(frame=dict(duration=0), mode="immediate")])])],
-        sliders=[dict(active=len(steps) - 1, x=0.1, len=0.9, y=-0.02, currentvalue=dict(prefix="step "),
+        sliders=[dict(active=len(steps) - 1, x=0.14, len=0.86, y=-0.02,
+                      currentvalue=dict(prefix="step ", xanchor="right"),
                       steps=[dict(label=f.name, method="animate",
                                   args=[[f.name], dict(mode="immediate", frame=dict(duration=0, redraw=True))])
                              for f in fig.frames])])
-    for col in range(1, 5):
+    for i, (row, col) in enumerate(cells, start=1):
         fig.update_yaxes(autorange="reversed", showticklabels=False, showgrid=False, zeroline=False,
-                         scaleanchor=f"x{col if col > 1 else ''}", row=1, col=col)
-        fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, row=1, col=col)
+                         scaleanchor=f"x{i if i > 1 else ''}", row=row, col=col)
+        fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, row=row, col=col)
     fig.update_layout(plot_bgcolor="white")
     return fig
 
@@ -248,4 +251,16 @@ def drift_figure(records: list[StepRecord], steps: int) -> go.Figure:
     fig.update_yaxes(title="logit difference", secondary_y=False)
     fig.update_yaxes(title="top-1 agreement", range=[0, 1.02], secondary_y=True)
     fig.update_layout(title="cache drift: reuse vs a cache-free pass of the same step", **_step_axis(steps))
+    return fig
+
+
+def psnr_figure(scores: dict, given: int) -> go.Figure:
+    """PSNR of each predicted frame against the truth: the model's prediction and copying the last given frame."""
+    x = list(range(given + 1, given + 1 + len(scores["psnr_model"])))
+    fig = go.Figure()
+    fig.add_scatter(x=x, y=scores["psnr_model"], name="prediction", mode="lines+markers")
+    fig.add_scatter(x=x, y=scores["psnr_copy_last"], name=f"copy frame {given}", mode="lines+markers",
+                    line=dict(dash="dot", color="grey"))
+    fig.update_layout(title="PSNR per predicted frame (dB, higher is better)", height=320, margin=dict(t=40),
+                      xaxis=dict(title="frame", dtick=1), yaxis=dict(title="PSNR (dB)"))
     return fig

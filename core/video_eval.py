@@ -36,6 +36,7 @@ class VideoPipeline:
     evaluator: FashionCNN
     clips: ClipConfig
     device: str = "cpu"
+    assets: Path = ASSETS
     card: dict = field(default_factory=dict)
 
     @classmethod
@@ -45,7 +46,7 @@ class VideoPipeline:
         model, card = load_transformer(assets / VIDEO_STEM, device)
         return cls(model=model, tokenizer=load_tokenizer(assets / "tokenizer").to(device),
                    evaluator=load_evaluator(assets / "evaluator"), clips=ClipConfig(**card["clips"]), device=device,
-                   card=card)
+                   assets=assets, card=card)
 
     def default_config(self, task: str, **overrides) -> DecodeConfig:
         """The checkpoint's tuned decoding for `task`, then `overrides`."""

@@ -30,6 +30,24 @@ def load_pipeline() -> Pipeline | None:
     return None
 
 
-def device_caption(pipe: Pipeline) -> str:
+@st.cache_resource(show_spinner="Loading the video model (once per server process) ...")
+def _load_video(assets: str):
+    from core.video_eval import VideoPipeline
+
+    return VideoPipeline.load(assets)
+
+
+def load_video_pipeline():
+    """The shared video pipeline, or None after showing why it could not load (never a traceback)."""
+    try:
+        return _load_video(str(pipeline_module.ASSETS))
+    except CheckpointError as exc:
+        st.error(f"The video model could not be loaded: {exc}")
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        st.error(f"The video model could not be loaded ({type(exc).__name__}): {exc}")
+    return None
+
+
+def device_caption(pipe) -> str:
     where = "GPU (CUDA)" if pipe.device.startswith("cuda") else "CPU"
     return f"Model runs on **{where}** · assets from `{pipe.assets}`"
