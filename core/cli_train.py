@@ -224,18 +224,25 @@ def cmd_train_tokenizer(args, argv) -> None:
 
 def cmd_train_evaluator(args, argv) -> None:
     from core.checkpoint import update_manifest
-    from core.evaluator import train_evaluator
-    from core.metrics import write_reference_stats
+    from core.evaluator import EvaluatorConfig, load_evaluator, train_evaluator
+    from core.metrics import DEFAULT_STATS, write_reference_stats
 
     set_threads(args.threads)
-    train_x, train_y = load_fashion_mnist("train", args.data_dir)
     test_x, test_y = load_fashion_mnist("test", args.data_dir)
+    stats = Path(args.out).parent / (Path(DEFAULT_STATS).name + ("" if args.kind == "cnn" else f"_{args.kind}"))
+    if args.stats_only:
+        model = load_evaluator(args.out)
+        print(f"reference statistics of {args.out} in {write_reference_stats(model, test_x, stats)}")
+        update_manifest(Path(args.out).parent)
+        return
+    train_x, train_y = load_fashion_mnist("train", args.data_dir)
     t0 = time.time()
+    cfg = EvaluatorConfig(kind=args.kind, feature_dim=128 if args.kind == "cnn" else 256)
     model, metrics = train_evaluator(
-        train_x, train_y, test_images=test_x, test_labels=test_y, epochs=args.epochs,
+        train_x, train_y, test_images=test_x, test_labels=test_y, cfg=cfg, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, out_stem=args.out, progress=True,
         extra={"command": command_line(argv)})
-    stats_path = write_reference_stats(model, test_x, Path(args.out).parent / "fmnist_test_stats")
+    stats_path = write_reference_stats(model, test_x, stats)
     update_manifest(Path(args.out).parent)
     print(f"evaluator saved to {args.out}.safetensors in {time.time() - t0:.0f}s: "
           f"test accuracy {metrics['test_accuracy']:.2%}; reference stats in {stats_path}")
@@ -259,8 +266,12 @@ def register(sub, subcommands: dict) -> None:
     add_runtime_args(p, default_device=None)
     subcommands["train-tokenizer"] = cmd_train_tokenizer
 
-    p = sub.add_parser("train-evaluator", help="train the metric CNN and write reference statistics")
+    p = sub.add_parser("train-evaluator", help="train a metric network and write its reference statistics")
     _fit_args(p, epochs=3, batch_size=128, lr=2e-3, out="assets/evaluator")
+    p.add_argument("--kind", choices=["cnn", "mlp"], default="cnn",
+                   help="cnn: the main evaluator; mlp: the second, differently built one (--out assets/evaluator_mlp)")
+    p.add_argument("--stats-only", action="store_true",
+                   help="keep the evaluator at --out and only rewrite its reference statistics")
     add_runtime_args(p, default_device=None)
     subcommands["train-evaluator"] = cmd_train_evaluator
 

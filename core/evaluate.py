@@ -101,6 +101,6 @@ def evaluate(pipe: Pipeline, config: DecodeConfig, n_per_class: int = 100, batch
     if shards is None:
         return None
     images, cost = merge_shards(shards, len(labels))
-    quality = pipe.score(images, labels)
+    quality = pipe.score(images, labels, intervals=True)
     return {"schedule": config.plan.text, "stride": format_stride(config.cache_stride), **cost, **quality,
-            "config": asdict(config)}
+            "batch_size": batch_size, "config": asdict(config)}

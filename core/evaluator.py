@@ -1,7 +1,9 @@
-"""The metric network (DESIGN section 8): a small CNN classifier on 28x28 Fashion-MNIST.
+"""The metric networks (DESIGN section 8): classifiers on 28x28 Fashion-MNIST whose penultimate layer is the
+feature space for FD and KID.
 
-Inception cannot be downloaded and means little on 28x28 grayscale, so FD and label accuracy
-use this network instead; its 128-d penultimate layer is the feature space for FD.
+Inception cannot be downloaded and means little on 28x28 grayscale, so the project trains its own. The main one is
+a small CNN ("cnn", 128-d features). A second, differently built one (an MLP on raw pixels, "mlp", 256-d features,
+no convolution, no batch norm) checks that the metrics' rankings are not an artefact of one network's view.
 """
 from __future__ import annotations
 
@@ -18,12 +20,16 @@ from core.checkpoint import load_module, save_checkpoint
 from core.data import shuffled_batches
 
 
+KINDS = ("cnn", "mlp")
+
+
 @dataclass
 class EvaluatorConfig:
-    channels: int = 32
+    channels: int = 32  # cnn: first conv width; mlp: the first hidden layer is 16x this
     feature_dim: int = 128
     num_classes: int = 10
     dropout: float = 0.3
+    kind: str = "cnn"
 
     def __post_init__(self):
         for name in ("channels", "feature_dim", "num_classes"):
@@ -31,6 +37,8 @@ class EvaluatorConfig:
                 raise ValueError(f"EvaluatorConfig.{name}: must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"EvaluatorConfig.dropout: must lie in [0, 1), got {self.dropout}")
+        if self.kind not in KINDS:
+            raise ValueError(f"EvaluatorConfig.kind: {self.kind!r} is not one of {', '.join(KINDS)}")
 
 
 def as_float_images(images) -> torch.Tensor:
@@ -44,6 +52,8 @@ def as_float_images(images) -> torch.Tensor:
 
 
 class FashionCNN(nn.Module):
+    """Either kind of metric network (EvaluatorConfig.kind); both give `features` and class logits."""
+
     def __init__(self, cfg: EvaluatorConfig):
         super().__init__()
         self.cfg = cfg
@@ -52,9 +62,13 @@ class FashionCNN(nn.Module):
         def block(cin, cout):
             return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
 
-        self.conv = nn.Sequential(*block(1, c), *block(c, c), nn.MaxPool2d(2),           # 28 -> 14
-                                  *block(c, 2 * c), *block(2 * c, 2 * c), nn.MaxPool2d(2))  # 14 -> 7
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(2 * c * 49, cfg.feature_dim), nn.ReLU())
+        if cfg.kind == "cnn":
+            self.conv = nn.Sequential(*block(1, c), *block(c, c), nn.MaxPool2d(2),           # 28 -> 14
+                                      *block(c, 2 * c), *block(2 * c, 2 * c), nn.MaxPool2d(2))  # 14 -> 7
+            self.fc = nn.Sequential(nn.Flatten(), nn.Linear(2 * c * 49, cfg.feature_dim), nn.ReLU())
+        else:
+            self.conv = nn.Flatten()
+            self.fc = nn.Sequential(nn.Linear(784, 16 * c), nn.ReLU(), nn.Linear(16 * c, cfg.feature_dim), nn.ReLU())
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.feature_dim, cfg.num_classes))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -73,12 +73,20 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return float(max(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_covmean, 0.0))
 
 
+KID_REFERENCE = 2000  # test images whose features are kept for KID (a fixed random subset of the 10k)
+
+
 def write_reference_stats(evaluator: FashionCNN, images, stem: str | Path = DEFAULT_STATS) -> Path:
-    """Save mu/sigma of the evaluator's features on the reference images (the 10k test split)."""
-    mu, sigma = feature_stats(features(evaluator, images))
-    save_checkpoint(stem, {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma)},
-                    {"n": len(images), "feature_dim": int(mu.size)},
-                    {"description": "evaluator penultimate features on Fashion-MNIST test (10k)"})
+    """Save mu/sigma of the evaluator's features on the reference images (the 10k test split), and the features of
+    a fixed subset of them for KID."""
+    feats = features(evaluator, images)
+    mu, sigma = feature_stats(feats)
+    keep = np.random.default_rng(0).permutation(len(feats))[:KID_REFERENCE]
+    save_checkpoint(stem, {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma),
+                           "kid_features": torch.from_numpy(feats[keep]).float()},
+                    {"n": len(images), "feature_dim": int(mu.size), "kid_subset": len(keep)},
+                    {"description": "evaluator penultimate features on Fashion-MNIST test (10k): mean and "
+                                    f"covariance, and the features of a fixed random {len(keep)} for KID"})
     return Path(stem).with_suffix(".safetensors")
 
 

@@ -15,11 +15,16 @@ from core.checkpoint import load_checkpoint
 from core.data import crop28
 from core.decode import DecodeConfig, DecodeResult, generate
 from core.evaluator import FashionCNN, load_evaluator
-from core.metrics import class_probs, fd_to_reference, reference_stats
+from core.metrics import DEFAULT_STATS, class_probs, features
+from core.quality import Reference, Scored
 from core.nested import ModelConfig, NestedTransformer, upgrade_state_dict
 from core.tokenizer import VQTokenizer, load_tokenizer
 
 ASSETS = Path(os.environ.get("MAGNETS_ASSETS", Path(__file__).resolve().parents[1] / "assets"))
+
+
+STATS = Path(DEFAULT_STATS).name  # the main evaluator's reference statistics
+SECOND, SECOND_KIND = "evaluator_mlp", "mlp"  # the differently built evaluator (core.evaluator), if shipped
 
 
 def default_device() -> str:
@@ -43,7 +48,8 @@ class Pipeline:
     device: str = "cpu"
     assets: Path = ASSETS
     card: dict = field(default_factory=dict)  # the transformer checkpoint's recorded extra
-    fd_reference: tuple | None = field(default=None, repr=False)  # (mu, sigma) of the 10k test images' features
+    reference: Reference | None = field(default=None, repr=False)  # the evaluator's view of the 10k test images
+    second: tuple[FashionCNN, Reference] | None = field(default=None, repr=False)  # the differently built evaluator
 
     @classmethod
     def load(cls, assets: str | Path | None = None, device: str | None = None) -> "Pipeline":
@@ -51,9 +57,12 @@ class Pipeline:
         assets = Path(assets or ASSETS)
         device = device or default_device()
         model, card = load_transformer(assets / "transformer", device)
+        second = None
+        if (assets / f"{SECOND}.safetensors").is_file():
+            second = (load_evaluator(assets / SECOND), Reference.load(assets / f"{STATS}_{SECOND_KIND}"))
         return cls(model=model, tokenizer=load_tokenizer(assets / "tokenizer").to(device),
                    evaluator=load_evaluator(assets / "evaluator"), device=device, assets=assets, card=card,
-                   fd_reference=reference_stats(assets / "fmnist_test_stats"))
+                   reference=Reference.load(assets / STATS), second=second)
 
     def tuned(self) -> dict:
         """Decoding settings chosen for this checkpoint by `python -m core tune` (guidance scale, temperature)."""
@@ -76,11 +85,25 @@ class Pipeline:
     def class_probs(self, images: np.ndarray) -> np.ndarray:
         return class_probs(self.evaluator, images)
 
-    def score(self, images: np.ndarray, labels) -> dict:
-        """Label accuracy (how often the evaluator names the conditioning class) and FD to the 10k test set
-        (None below two samples)."""
-        probs = self.class_probs(images)
+    def scored(self, images: np.ndarray, labels) -> dict[str, Scored]:
+        """The samples as each evaluator sees them ("" for the main one, "mlp_" for the second)."""
         labels = np.asarray(labels)
-        # A covariance needs at least two samples; FD stays biased upward for small n.
-        fd = fd_to_reference(self.evaluator, images, self.fd_reference) if len(images) >= 2 else None
-        return {"label_accuracy": float((probs.argmax(1) == labels).mean()), "fd": fd, "n": int(len(images))}
+        out = {}
+        for prefix, evaluator in (("", (self.evaluator, self.reference)), (f"{SECOND_KIND}_", self.second)):
+            if evaluator is not None:
+                net, ref = evaluator
+                out[prefix] = Scored(features(net, images), class_probs(net, images).argmax(1) == labels, ref)
+        return out
+
+    def score(self, images: np.ndarray, labels, intervals: bool = False) -> dict:
+        """Label accuracy (how often the evaluator names the conditioning class), FD and KID to the 10k test
+        set, for the main evaluator and (prefixed `mlp_`) the second; with `intervals`, 95 % bootstrap intervals
+        too (`<metric>_lo`, `<metric>_hi`). FD and KID are None below two samples."""
+        if len(images) < 2:  # a covariance (FD) and a pair (KID) need two samples
+            probs = self.class_probs(images)
+            return {"label_accuracy": float((probs.argmax(1) == np.asarray(labels)).mean()), "fd": None,
+                    "kid": None, "n": int(len(images))}
+        out = {}
+        for prefix, s in self.scored(images, labels).items():
+            out |= {prefix + k: v for k, v in (s.intervals() if intervals else s.metrics()).items()}
+        return {**out, "n": int(len(images))}

@@ -23,10 +23,12 @@ from core.schedule import PRESETS, Schedule, parse_schedule
 DEFAULT_SCHEDULES = tuple(PRESETS)
 DEFAULT_STRIDES = ("1", "2", "4", "never")
 # Columns that must be equal on every row of one CSV: rows scored under other settings are not comparable.
-RUN_FIELDS = ("steps", "n", "seed", "cfg_scale", "temperature", "choice_temperature", "mask_schedule")
+RUN_FIELDS = ("steps", "n", "seed", "cfg_scale", "temperature", "choice_temperature", "mask_schedule", "batch_size")
+# Quality columns: each metric with its 95 % bootstrap interval, for the main evaluator and (mlp_) the second one.
+QUALITY = tuple(f"{p}{m}{s}" for p in ("", "mlp_") for m in ("label_accuracy", "fd", "kid") for s in ("", "_lo", "_hi"))
 CSV_FIELDS = ("name", "schedule", "stride", "gflops_per_image", "baseline_gflops_per_image", "flops_ratio",
-              "label_accuracy", "fd", "wall_s", *RUN_FIELDS)
-_INTS, _STRS = {"steps", "n", "seed"}, {"name", "schedule", "stride", "mask_schedule"}
+              *QUALITY, "wall_s", *RUN_FIELDS)
+_INTS, _STRS = {"steps", "n", "seed", "batch_size"}, {"name", "schedule", "stride", "mask_schedule"}
 FAMILY = "monotone"
 
 
@@ -89,7 +91,8 @@ def _typed(row: dict) -> dict:
 def read_rows(path: str | Path) -> list[dict]:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        missing = set(CSV_FIELDS) - set(reader.fieldnames or ())
+        # Without the second evaluator its columns are empty; a CSV must still have the main ones.
+        missing = {k for k in CSV_FIELDS if not k.startswith("mlp_")} - set(reader.fieldnames or ())
         if missing:
             raise ValueError(f"{path} is not a sweep CSV: columns {', '.join(sorted(missing))} are missing")
         return [_typed(r) for r in reader]
@@ -111,11 +114,13 @@ def to_row(name: str, result: dict) -> dict:
     c = result["config"]
     return {"name": name, **{k: result[k] for k in CSV_FIELDS if k in result}, "steps": c["steps"],
             "seed": c["seed"], "cfg_scale": c["cfg_scale"], "temperature": c["temperature"],
-            "choice_temperature": c["choice_temperature"], "mask_schedule": c["mask_schedule"]}
+            "choice_temperature": c["choice_temperature"], "mask_schedule": c["mask_schedule"],
+            "batch_size": result["batch_size"]}
 
 
-def _check_same_run(rows: list[dict], item: SweepItem, n: int, path) -> None:
-    want = {"n": n, **{k: getattr(item.config, k) for k in RUN_FIELDS if k != "n"}}
+def _check_same_run(rows: list[dict], item: SweepItem, n: int, batch_size: int, path) -> None:
+    want = {"n": n, "batch_size": batch_size,
+            **{k: getattr(item.config, k) for k in RUN_FIELDS if k not in ("n", "batch_size")}}
     for row in rows[:1]:
         differs = [f"{k}={row[k]} (not {want[k]})" for k in RUN_FIELDS if row[k] != want[k]]
         if differs:
@@ -133,7 +138,7 @@ def run_sweep(pipe, items: list[SweepItem], n_per_class: int, batch_size: int = 
         try:
             rows = read_rows(out) if out and Path(out).exists() else []
             if items:
-                _check_same_run(rows, items[0], n_per_class * pipe.model.cfg.num_classes, out)
+                _check_same_run(rows, items[0], n_per_class * pipe.model.cfg.num_classes, batch_size, out)
         except ValueError as exc:
             problem = str(exc)
     problem, rows = ranks.broadcast((problem, rows))  # every rank must skip the same settings, or stop
@@ -200,7 +205,16 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 METRICS = {"fd": ("FD to the test set (lower is better)", False),
+           "kid": ("KID to the test set (lower is better)", False),
            "label_accuracy": ("label accuracy (higher is better)", True)}
+# Human names for the CSV's columns (the app's tables).
+COLUMN_NAMES = {"name": "setting", "schedule": "schedule", "stride": "cache stride",
+                "gflops_per_image": "GFLOPs / image", "baseline_gflops_per_image": "baseline GFLOPs / image",
+                "flops_ratio": "x fewer FLOPs", "wall_s": "wall time (s)", "cfg_scale": "guidance",
+                "choice_temperature": "choice temperature", "mask_schedule": "mask schedule",
+                "batch_size": "batch size",
+                **{f"{p}{m}{s}": f"{m.replace('_', ' ')}{' (MLP)' if p else ''}{s.replace('_lo', ' low').replace('_hi', ' high')}"
+                   for p in ("", "mlp_") for m in ("label_accuracy", "fd", "kid") for s in ("", "_lo", "_hi")}}
 
 
 def save_plot(rows: list[dict], path: str | Path) -> Path:
