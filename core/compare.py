@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.cache import format_stride
 from core.data import PAD
 from core.decode import DecodeConfig, DecodeResult
 from core.metrics import step_quality
@@ -43,8 +44,23 @@ class Run:
         return float(np.mean([step_quality(p[None], y) for p, y in zip(self.probs, self.labels)]))
 
 
-def run_setting(pipe, config: DecodeConfig, labels: list) -> Run:
-    result = pipe.generate(config, labels)
+    @property
+    def drift(self) -> dict | None:
+        """Mean over the reuse steps of the cache's drift from a cache-free pass (None without reuse steps)."""
+        steps = [r.drift for r in self.result.records if r.drift]
+        if not steps:
+            return None
+        return {k: float(np.mean([d[k] for d in steps])) for k in steps[0]} | {"reuse_steps": len(steps)}
+
+    def accuracy_interval(self, reps: int = 1000, seed: int = 0) -> tuple[float, float]:
+        """95 % bootstrap interval of the label accuracy over this run's images."""
+        correct = (self.probs.argmax(1) == np.asarray(self.labels)).astype(float)
+        draws = np.random.default_rng(seed).choice(correct, (reps, len(correct))).mean(1)
+        return tuple(np.percentile(draws, [2.5, 97.5]).tolist())
+
+
+def run_setting(pipe, config: DecodeConfig, labels: list, measure_drift: bool = True) -> Run:
+    result = pipe.generate(config, labels, measure_drift=measure_drift)
     images = pipe.images(result.tokens)
     return Run(config, list(labels), result, images, pipe.class_probs(images))
 
@@ -69,9 +85,17 @@ def diff_overlay(images: np.ndarray, differs: np.ndarray, alpha: float = 0.55) -
 
 
 def summary_rows(runs: list[Run], names: list[str]) -> list[dict]:
+    """One row per setting in the Sweep's format (core.figures.sweep_figure draws them), plus the comparison's own
+    columns: p(class), tokens differing from setting 1, mean cache drift."""
     reference = runs[0].result.tokens
-    return [{"setting": name, "schedule": run.config.plan.text, "GFLOPs / image": round(run.gflops, 4),
-             "x fewer FLOPs": round(run.flops_ratio, 2), "label accuracy": run.label_accuracy,
-             "p(class)": round(run.p_class, 3),
-             "tokens differing from 1": float(token_diff(run.result.tokens, reference).mean())}
-            for run, name in zip(runs, names)]
+    rows = []
+    for run, name in zip(runs, names):
+        lo, hi = run.accuracy_interval()
+        drift = run.drift or {}
+        rows.append({"name": name, "schedule": run.config.plan.text, "stride": format_stride(run.config.cache_stride),
+                     "gflops_per_image": run.gflops, "flops_ratio": run.flops_ratio, "n": len(run.labels),
+                     "label_accuracy": run.label_accuracy, "label_accuracy_lo": lo, "label_accuracy_hi": hi,
+                     "p_class": run.p_class, "tokens_differing": float(token_diff(run.result.tokens, reference).mean()),
+                     "drift_mean_abs_logit": drift.get("mean_abs_logit"),
+                     "drift_top1_agreement": drift.get("top1_agreement")})
+    return rows

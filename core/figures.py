@@ -172,6 +172,32 @@ def token_grid(values: np.ndarray, frames: int = 1) -> np.ndarray:
     return values.reshape(frames, side, side).transpose(1, 0, 2).reshape(side, frames * side)
 
 
+def token_hover(records: list[StepRecord], upto: int, sample: int, mask_id: int, sizes: list[str],
+                reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """One sample's tokens after step `upto`: (state index per token, index into `sizes` of the sub-model that
+    committed it (NaN while masked), confidence of the step's samples, hover text per token). The text tells the
+    token's id, state, the step and sub-model that committed it and its confidence; with `reference` tokens (B,
+    seq_len), also whether it differs from them."""
+    committed_at = np.full(records[0].tokens.shape[1], -1)
+    committed_by = np.full(records[0].tokens.shape[1], "", dtype=object)
+    for r in records[: upto + 1]:
+        committed_at[r.committed[sample]] = r.step + 1
+        committed_by[r.committed[sample]] = r.size
+    r = records[upto]
+    state = np.where(r.tokens[sample] == mask_id, 0, 1)
+    state = np.where((state == 1) & r.computed[sample], 2, state)
+    state = np.where(r.committed[sample], 3, state)
+    conf = r.confidence[sample]
+    differs = None if reference is None else r.tokens[sample] != reference[sample]
+    hover = [f"token {i} · " + ("masked" if tok == mask_id else f"id {tok}") + f"<br>{STATE_NAMES[s]}"
+             + (f"<br>committed at step {at} by {by}" if at > 0 else "")
+             + (f"<br>confidence {c:.2f}" if np.isfinite(c) else "")
+             + ("" if differs is None else "<br>" + ("differs from" if differs[i] else "same as") + " setting 1")
+             for i, (tok, s, at, by, c) in enumerate(zip(r.tokens[sample], state, committed_at, committed_by, conf))]
+    size_index = np.array([sizes.index(s) if s else np.nan for s in committed_by], dtype=float)
+    return state, size_index, conf, hover
+
+
 def decode_animation(records: list[StepRecord], previews: np.ndarray, mask_id: int, sizes: list[str],
                      sample: int = 0, pace_ms: int = 300, frames: int = 1) -> go.Figure:
     """The decode of one sample as an animation the browser plays at `pace_ms` per step (no server round trip):
@@ -180,30 +206,16 @@ def decode_animation(records: list[StepRecord], previews: np.ndarray, mask_id: i
     confidence. previews: (steps, H, W) uint8 pictures of the sample after each step."""
     from plotly.subplots import make_subplots
 
-    committed_at = np.full(records[0].tokens.shape[1], -1)
-    committed_by = np.full(records[0].tokens.shape[1], "", dtype=object)
     steps = []
     for r in records:
-        committed_at[r.committed[sample]] = r.step + 1
-        committed_by[r.committed[sample]] = r.size
-        state = np.where(r.tokens[sample] == mask_id, 0, 1)
-        state = np.where((state == 1) & r.computed[sample], 2, state)
-        state = np.where(r.committed[sample], 3, state)
-        conf = r.confidence[sample]
-        hover = [f"token {i} · " + ("masked" if tok == mask_id else f"id {tok}") + f"<br>{STATE_NAMES[s]}"
-                 + (f"<br>committed at step {at} by {by}" if at > 0 else "")
-                 + (f"<br>confidence {c:.2f}" if np.isfinite(c) else "")
-                 for i, (tok, s, at, by, c) in enumerate(zip(r.tokens[sample], state, committed_at, committed_by,
-                                                             conf))]
-        size_index = np.array([sizes.index(s) if s else np.nan for s in committed_by], dtype=float)
+        state, size_index, conf, hover = token_hover(records, r.step, sample, mask_id, sizes)
         grid = lambda v: token_grid(np.asarray(v), frames)  # noqa: E731
         text = grid(np.array(hover, dtype=object))
         steps.append([
             go.Heatmap(z=previews[r.step], colorscale="gray", zmin=0, zmax=255, showscale=False, hoverinfo="skip"),
             go.Heatmap(z=grid(state), text=text, hoverinfo="text", zmin=-0.5, zmax=len(STATE_NAMES) - 0.5,
                        colorscale=_discrete_scale(STATE_COLOURS), showscale=False, xgap=1, ygap=1),
-            go.Heatmap(z=grid(size_index), text=text, hoverinfo="text", zmin=-0.5, zmax=len(sizes) - 0.5,
-                       colorscale=_discrete_scale(SIZE_COLOURS[:len(sizes)]), showscale=False, xgap=1, ygap=1),
+            _size_heatmap(grid(size_index), text, len(sizes)),
             go.Heatmap(z=grid(np.where(np.isfinite(conf), conf, np.nan)), text=text, hoverinfo="text",
                        colorscale="Viridis", showscale=False, xgap=1, ygap=1),
         ])
@@ -251,6 +263,25 @@ def drift_figure(records: list[StepRecord], steps: int) -> go.Figure:
     fig.update_yaxes(title="logit difference", secondary_y=False)
     fig.update_yaxes(title="top-1 agreement", range=[0, 1.02], secondary_y=True)
     fig.update_layout(title="cache drift: reuse vs a cache-free pass of the same step", **_step_axis(steps))
+    return fig
+
+
+def _size_heatmap(z: np.ndarray, text: np.ndarray, n_sizes: int) -> go.Heatmap:
+    return go.Heatmap(z=z, text=text, hoverinfo="text", zmin=-0.5, zmax=n_sizes - 0.5,
+                      colorscale=_discrete_scale(SIZE_COLOURS[:n_sizes]), showscale=False, xgap=1, ygap=1)
+
+
+def token_grid_figure(records: list[StepRecord], sample: int, mask_id: int, sizes: list[str],
+                      reference: np.ndarray | None = None) -> go.Figure:
+    """The final token grid of one sample coloured by the sub-model that committed each token, with the full
+    hover of token_hover (and whether the token differs from `reference`)."""
+    _, size_index, _, hover = token_hover(records, len(records) - 1, sample, mask_id, sizes, reference)
+    side = grid_side(size_index.size)
+    fig = go.Figure(_size_heatmap(size_index.reshape(side, side),
+                                  np.array(hover, dtype=object).reshape(side, side), len(sizes)))
+    fig.update_yaxes(autorange="reversed", showticklabels=False, showgrid=False, zeroline=False, scaleanchor="x")
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_layout(height=220, margin=dict(t=10, b=10, l=10, r=10), plot_bgcolor="white")
     return fig
 
 

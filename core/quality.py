@@ -20,6 +20,7 @@ from core.metrics import feature_stats, frechet_distance
 METRICS = ("label_accuracy", "fd", "kid")
 HIGHER_IS_BETTER = {"label_accuracy": True, "fd": False, "kid": False}
 BOOTSTRAP = 500  # resamples per interval: enough for 95 % percentile intervals at the precision reported
+KID_SUBSETS = 10  # at most this many reference subsets (of the sample's size) average into KID
 
 
 @dataclass
@@ -29,6 +30,9 @@ class Reference:
     mu: np.ndarray
     sigma: np.ndarray
     kid_features: torch.Tensor | None
+
+    def __post_init__(self):
+        self.root = _psd_sqrt(torch.from_numpy(self.sigma))  # sigma^(1/2), for FD's trace term
 
     @classmethod
     def load(cls, stem: str | Path) -> "Reference":
@@ -65,28 +69,32 @@ class Scored:
         f = torch.from_numpy(np.asarray(self.features, dtype=np.float64))
         self._f, n = f, len(f)
         self._ref_mu = torch.from_numpy(self.ref.mu)
-        self._ref_root = _psd_sqrt(torch.from_numpy(self.ref.sigma))
+        self._ref_cov = torch.from_numpy(self.ref.sigma)
         self._ref_trace = float(np.trace(self.ref.sigma))
         self._kid = None
         if self.ref.kid_features is not None and n >= 2:
             real = self.ref.kid_features
             m = min(n, len(real))  # the reference is cut into subsets of the fake set's size (at most all of it)
-            subsets = [real[i:i + m] for i in range(0, len(real) - m + 1, m)]
-            k_rr = [(_kernel(r, r).sum() - _kernel(r, r).trace()) / (m * (m - 1)) for r in subsets]
+            subsets = [real[i:i + m] for i in range(0, len(real) - m + 1, m)][:KID_SUBSETS]
+            k_rr = [(k.sum() - k.trace()) / (m * (m - 1)) for k in (_kernel(r, r) for r in subsets)]
             k_rf = torch.stack([_kernel(r, f).mean(0) for r in subsets])  # (subsets, n): mean kernel to the reals
             self._kid = (_kernel(f, f), k_rf, torch.stack(k_rr))
 
     def _metrics(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each metric for every resample: w is (B, n) counts summing to n per row."""
-        n = w.shape[1]
+        n, d = w.shape[1], self._f.shape[1]
         acc = w @ torch.from_numpy(self.correct.astype(np.float64)) / n
         mu = w @ self._f / n  # (B, F)
-        centred = self._f.unsqueeze(0) - mu.unsqueeze(1)  # (B, n, F)
-        cov = torch.einsum("bn,bnf,bng->bfg", w, centred, centred) / (n - 1)
-        inner = self._ref_root @ cov @ self._ref_root
+        y = w.sqrt().unsqueeze(-1) * (self._f.unsqueeze(0) - mu.unsqueeze(1))  # (B, n, F): cov = y^T y / (n - 1)
+        # tr((R cov R)^(1/2)), R = sigma_ref^(1/2): the eigenvalues of R y^T y R / (n-1) are those of
+        # y sigma_ref y^T / (n-1), so take whichever matrix is smaller (n x n for few samples).
+        if n < d:
+            inner = y @ self._ref_cov @ y.transpose(-1, -2) / (n - 1)
+        else:
+            yr = y @ self.ref.root
+            inner = yr.transpose(-1, -2) @ yr / (n - 1)
         tr_covmean = torch.linalg.eigvalsh((inner + inner.transpose(-1, -2)) / 2).clamp(min=0).sqrt().sum(-1)
-        fd = ((mu - self._ref_mu) ** 2).sum(-1) + torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1) \
-            + self._ref_trace - 2 * tr_covmean
+        fd = ((mu - self._ref_mu) ** 2).sum(-1) + (y**2).sum((-1, -2)) / (n - 1) + self._ref_trace - 2 * tr_covmean
         out = {"label_accuracy": acc, "fd": fd.clamp(min=0)}
         if self._kid is not None:
             k_ff, k_rf, k_rr = self._kid

@@ -129,10 +129,11 @@ def _check_same_run(rows: list[dict], item: SweepItem, n: int, batch_size: int, 
 
 
 def run_sweep(pipe, items: list[SweepItem], n_per_class: int, batch_size: int = 100, out: str | Path | None = None,
-              ranks: Ranks = Ranks(), progress=None, log=None) -> list[dict] | None:
+              ranks: Ranks = Ranks(), progress=None, log=None, on_row=None) -> list[dict] | None:
     """Score every item; rank 0 returns the rows (those already in `out` are kept, not re-run) and appends
     each new one to `out` as soon as it is done. Settings with the same schedule and stride as an earlier one
-    (e.g. baseline and constant-L) reuse its numbers under their own name. progress(item_index, done, total)."""
+    (e.g. baseline and constant-L) reuse its numbers under their own name. progress(item_index, done, total);
+    on_row(row) sees each new row as it is done."""
     problem, rows = None, []
     if ranks.rank == 0:
         try:
@@ -160,6 +161,8 @@ def run_sweep(pipe, items: list[SweepItem], n_per_class: int, batch_size: int = 
         rows.append(row)
         if out:
             append_row(out, row)
+        if on_row:
+            on_row(row)
         if log:
             log(f"[{i + 1}/{len(items)}] {row['name']} | stride {row['stride']}: {row['gflops_per_image']:.3f} "
                 f"GFLOPs/image, FD {_fmt(row['fd'])}, label accuracy {row['label_accuracy']:.3f}")

@@ -1,56 +1,101 @@
-"""Compare: 2-4 decoding settings side by side on the same labels and seed: images, per-step FLOPs, totals,
-quality, and which tokens came out differently from the first setting."""
+"""Compare: 2-4 decoding settings side by side on the same labels and seed: images, token grids (hover for the
+step, sub-model and confidence of every token, and whether it differs from setting 1), per-step FLOPs, the cache's
+drift, and quality with 95 % intervals. The settings live in the URL."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
+from core.app_settings import LIMITS, STRIDE_CHOICES, sizes_small_to_large
 from core.cache import format_stride
 from core.compare import diff_overlay, run_setting, summary_rows, token_diff
-from core.figures import steps_figure
 from core.data import CLASS_NAMES
 from core.decode import DecodeConfig
-from core.app_settings import STRIDE_CHOICES
+from core.figures import steps_figure, sweep_figure, token_grid_figure
 from core.pictures import image_tile
 from pages._widgets import device_caption, load_pipeline
 
 st.set_page_config(page_title="Compare · MaGNeTS Studio", layout="wide")
 st.title("Compare")
 ss = st.session_state
+P = "cmp_"
 ALL = "all classes (cycle)"
 DEFAULTS = [("baseline", "1"), ("magnets", "never"), ("decreasing", "never"), ("constant-XS", "never")]
+NAMES = {"steps_figure": "per-step FLOPs", "label_accuracy": "label accuracy", "p_class": "p(class)",
+         "tokens_differing": "tokens differing from 1", "drift_mean_abs_logit": "cache drift: mean |Δ logit|",
+         "drift_top1_agreement": "cache drift: top-1 agreement", "gflops_per_image": "GFLOPs / image",
+         "flops_ratio": "x fewer FLOPs", "label_accuracy_lo": "accuracy low", "label_accuracy_hi": "accuracy high",
+         "name": "setting", "stride": "cache stride"}
 
 pipe = load_pipeline()
 if pipe is None:
     st.stop()
 st.caption(device_caption(pipe))
+tuned = pipe.default_config()
+
+# A link holds the shared settings and one `s<i>=schedule@stride` per setting.
+if P + "init" not in ss:
+    q = st.query_params.to_dict()
+
+    def pick(name, cast, default, ok):
+        try:
+            value = cast(q[name])
+            if ok(value):
+                return value
+            ss.setdefault(P + "link_errors", []).append(f"URL parameter {name}={q[name]!r} ignored: out of range")
+        except KeyError:
+            pass
+        except ValueError:
+            ss.setdefault(P + "link_errors", []).append(f"URL parameter {name}={q[name]!r} ignored: not a number")
+        return default
+
+    in_range = lambda lo, hi: (lambda v: lo <= v <= hi)  # noqa: E731
+    ss[P + "steps"] = pick("steps", int, 12, in_range(*LIMITS["steps"]))
+    ss[P + "cls"] = q.get("cls") if q.get("cls") in (ALL, *CLASS_NAMES) else ALL
+    ss[P + "n"] = pick("n", int, 4, in_range(1, 16))
+    ss[P + "seed"] = pick("seed", int, 0, in_range(*LIMITS["seed"]))
+    ss[P + "cfg"] = pick("cfg", float, tuned.cfg_scale, in_range(*LIMITS["cfg"]))
+    ss[P + "temperature"] = pick("temperature", float, tuned.temperature, in_range(*LIMITS["temperature"]))
+    linked = [q[f"s{i + 1}"].rsplit("@", 1) for i in range(4) if "@" in q.get(f"s{i + 1}", "")]
+    ss[P + "count"] = len(linked) if 2 <= len(linked) <= 4 else 3
+    for i, (schedule, stride) in enumerate(linked[:4] if len(linked) >= 2 else DEFAULTS):
+        ss[P + f"schedule_{i}"] = schedule
+        ss[P + f"stride_{i}"] = stride if stride in STRIDE_CHOICES else DEFAULTS[i][1]
+    ss[P + "init"] = True
+for message in ss.pop(P + "link_errors", []):
+    st.warning(message)
 
 with st.sidebar:
     st.header("Shared settings")
-    steps = st.number_input("Steps", 1, 64, 12, key="steps")
-    cls = st.selectbox("Class", [ALL, *CLASS_NAMES], key="cls")
-    n = st.number_input("Images per setting", 1, 16, 4, key="n")
-    seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="seed")
-    tuned = pipe.default_config()
-    cfg_scale = st.number_input("CFG scale (1 = no guidance)", 0.0, 20.0, tuned.cfg_scale, 0.5, key="cfg")
-    temperature = st.number_input("Temperature (0 = argmax)", 0.0, 5.0, tuned.temperature, 0.05, key="temperature")
-    count = st.slider("Number of settings", 2, 4, 3, key="count")
+    steps = st.number_input("Steps", *LIMITS["steps"], key=P + "steps")
+    cls = st.selectbox("Class", [ALL, *CLASS_NAMES], key=P + "cls")
+    n = st.number_input("Images per setting", 1, 16, key=P + "n")
+    seed = st.number_input("Seed", *LIMITS["seed"], key=P + "seed")
+    cfg_scale = st.number_input("CFG scale (1 = no guidance)", *LIMITS["cfg"], step=0.5, key=P + "cfg")
+    temperature = st.number_input("Temperature (0 = argmax)", *LIMITS["temperature"], step=0.05,
+                                  key=P + "temperature")
+    count = st.slider("Number of settings", 2, 4, key=P + "count")
 
 st.markdown("Every setting decodes the same classes from the same seed; red tint marks tokens that came out "
-            "differently from setting 1.")
+            "differently from setting 1. Hover a token grid for each token's step, sub-model and confidence.")
 cols = st.columns(count)
 names, configs, problems = [], [], []
 for i, col in enumerate(cols):
-    schedule = col.text_input(f"Setting {i + 1}: schedule", DEFAULTS[i][0], key=f"schedule_{i}",
+    ss.setdefault(P + f"schedule_{i}", DEFAULTS[i][0])
+    ss.setdefault(P + f"stride_{i}", DEFAULTS[i][1])
+    schedule = col.text_input(f"Setting {i + 1}: schedule", key=P + f"schedule_{i}",
                               help="A preset (baseline, magnets, decreasing, constant-XS, ...) or runs like "
                                    "XS*2,S*2,M*3,L*5")
-    stride = col.select_slider("cache stride", STRIDE_CHOICES, DEFAULTS[i][1], key=f"stride_{i}")
+    stride = col.select_slider("cache stride", STRIDE_CHOICES, key=P + f"stride_{i}")
     try:
         configs.append(DecodeConfig(steps=int(steps), schedule=schedule, cache_stride=stride, cfg_scale=cfg_scale,
                                     temperature=temperature, seed=int(seed)))
         names.append(f"{i + 1}: {schedule} @ {stride}")
     except ValueError as exc:
         problems.append(f"Setting {i + 1}: {exc}")
+st.query_params.from_dict({"steps": steps, "cls": cls, "n": n, "seed": seed, "cfg": cfg_scale,
+                           "temperature": temperature,
+                           **{f"s{i + 1}": f"{ss[P + f'schedule_{i}']}@{ss[P + f'stride_{i}']}" for i in range(count)}})
 for message in problems:
     st.error(message)
 if problems:
@@ -58,31 +103,43 @@ if problems:
 
 labels = [i % len(CLASS_NAMES) for i in range(int(n))] if cls == ALL else [CLASS_NAMES.index(cls)] * int(n)
 key = (tuple(configs), tuple(labels))
-if st.button("Compare", type="primary", key="run") or "compare" not in ss:
+if st.button("Compare", type="primary", key=P + "run") or P + "result" not in ss:
     try:
         with st.spinner("Decoding ..."):
-            ss["compare"] = (key, names, [run_setting(pipe, c, labels) for c in configs])
+            ss[P + "result"] = (key, names, [run_setting(pipe, c, labels) for c in configs])
     except ValueError as exc:  # e.g. more steps than tokens
         st.error(f"Cannot run these settings: {exc}")
         st.stop()
-shown_key, shown_names, runs = ss["compare"]
+shown_key, shown_names, runs = ss[P + "result"]
 if shown_key != key:
     st.caption("Showing the previous comparison; the settings have changed since. Press **Compare** to run them.")
 
+cfg = pipe.model.cfg
 reference = runs[0].result.tokens
-for i, (col, run, name) in enumerate(zip(st.columns(len(runs)), runs, shown_names)):
+rows = summary_rows(runs, shown_names)
+for i, (col, run, name, row) in enumerate(zip(st.columns(len(runs)), runs, shown_names, rows)):
     col.markdown(f"**{name}**  \n`{run.config.plan.text}` · stride {format_stride(run.config.cache_stride)}")
     col.metric("GFLOPs per image", f"{run.gflops:.3f}", f"{run.flops_ratio:.2f}x fewer than the full model",
                delta_color="off")
-    col.markdown(f"label accuracy **{run.label_accuracy:.0%}** · p(class) **{run.p_class:.2f}**")
+    col.markdown(f"label accuracy **{run.label_accuracy:.0%}** (95 % interval {row['label_accuracy_lo']:.0%}-"
+                 f"{row['label_accuracy_hi']:.0%}) · p(class) **{run.p_class:.2f}**")
     col.image(image_tile(run.images), caption="final images", width="stretch")
+    col.plotly_chart(token_grid_figure(run.result.records, 0, cfg.mask_id, sizes_small_to_large(cfg),
+                                       None if i == 0 else reference), key=f"{P}grid_{i}",
+                     config={"displayModeBar": False})
     if i == 0:
-        col.caption("the reference for the token diff")
+        col.caption("image 1's tokens by the sub-model that committed them; the reference for the token diff")
     else:
         differs = token_diff(run.result.tokens, reference)
         col.image(image_tile(diff_overlay(run.images, differs)), width="stretch",
                   caption=f"tokens differing from setting 1: {differs.mean():.0%}")
+    drift = run.drift
+    col.caption("cache drift: no reuse steps" if drift is None else
+                f"cache drift over {drift['reuse_steps']} reuse steps: mean |Δ logit| {drift['mean_abs_logit']:.3f}, "
+                f"top-1 agreement {drift['top1_agreement']:.0%}")
 
-st.subheader("Per-step FLOPs and totals")
-st.plotly_chart(steps_figure(runs, shown_names), key="steps_figure")
-st.dataframe(pd.DataFrame(summary_rows(runs, shown_names)), hide_index=True, key="summary")
+st.subheader("Per-step FLOPs, quality and totals")
+c1, c2 = st.columns(2)
+c1.plotly_chart(steps_figure(runs, shown_names), key=P + "steps_figure")
+c2.plotly_chart(sweep_figure(rows, "label_accuracy"), key=P + "quality_figure")
+st.dataframe(pd.DataFrame(rows).rename(columns=NAMES), hide_index=True, key=P + "summary")

@@ -27,12 +27,16 @@ def ok(at: AppTest) -> AppTest:
 
 def open_compare() -> AppTest:
     at = AppTest.from_file(COMPARE, default_timeout=60)
-    at.session_state["n"] = 2  # two images per setting keep every run short
+    at.session_state["cmp_init"] = True  # not from a link: the defaults, with
+    at.session_state["cmp_n"] = 2  # two images per setting to keep every run short
+    for name, value in (("steps", 12), ("cls", "all classes (cycle)"), ("seed", 0), ("cfg", 2.0),
+                        ("temperature", 1.0), ("count", 3)):
+        at.session_state[f"cmp_{name}"] = value
     return ok(at.run())
 
 
 def runs(at: AppTest):
-    return at.session_state["compare"][2]
+    return at.session_state["cmp_result"][2]
 
 
 def test_compare_runs_the_settings_on_the_same_labels_and_seed():
@@ -46,12 +50,20 @@ def test_compare_runs_the_settings_on_the_same_labels_and_seed():
 
 
 CONTROLS = [
-    ("schedule", lambda at: at.text_input(key="schedule_1").input("XS*6,L*6"), lambda a, b: a[1].gflops != b[1].gflops),
-    ("stride", lambda at: at.select_slider(key="stride_0").set_value("never"), lambda a, b: a[0].gflops != b[0].gflops),
-    ("seed", lambda at: at.number_input(key="seed").set_value(3),
+    ("schedule", lambda at: at.text_input(key="cmp_schedule_1").input("XS*6,L*6"),
+     lambda a, b: a[1].gflops != b[1].gflops),
+    ("stride", lambda at: at.select_slider(key="cmp_stride_0").set_value("never"),
+     lambda a, b: a[0].gflops != b[0].gflops),
+    ("seed", lambda at: at.number_input(key="cmp_seed").set_value(3),
      lambda a, b: not np.array_equal(a[0].result.tokens, b[0].result.tokens)),
-    ("class", lambda at: at.selectbox(key="cls").select("Bag"), lambda a, b: a[0].labels != b[0].labels),
-    ("count", lambda at: at.slider(key="count").set_value(4), lambda a, b: len(b) == 4),
+    ("class", lambda at: at.selectbox(key="cmp_cls").select("Bag"), lambda a, b: a[0].labels != b[0].labels),
+    ("count", lambda at: at.slider(key="cmp_count").set_value(4), lambda a, b: len(b) == 4),
+    ("temperature", lambda at: at.number_input(key="cmp_temperature").set_value(0.2),
+     lambda a, b: not np.array_equal(a[1].result.tokens, b[1].result.tokens)),
+    ("cfg", lambda at: at.number_input(key="cmp_cfg").set_value(1.0), lambda a, b: a[0].gflops != b[0].gflops),
+    ("images", lambda at: at.number_input(key="cmp_n").set_value(3), lambda a, b: len(b[0].labels) == 3),
+    ("steps", lambda at: at.number_input(key="cmp_steps").set_value(8),
+     lambda a, b: len(b[1].result.records) == 8),
 ]
 
 
@@ -61,13 +73,13 @@ def test_compare_controls_change_the_output(name, change, changed):
     before = runs(at)
     change(at).run()
     assert any("settings have changed" in c.value for c in at.caption)  # stale results are labelled
-    at.button(key="run").click().run()
+    at.button(key="cmp_run").click().run()
     assert changed(before, runs(ok(at))), name
 
 
 def test_compare_bad_schedule_is_an_error():
     at = open_compare()
-    at.text_input(key="schedule_2").input("XS*3,Q*9").run()
+    at.text_input(key="cmp_schedule_2").input("XS*3,Q*9").run()
     assert not at.exception
     assert any("Setting 3" in e.value and "unknown size 'Q'" in e.value for e in at.error)
 
@@ -95,40 +107,100 @@ def test_sweep_without_a_precomputed_csv_says_how_to_make_one(tmp_path, monkeypa
     assert any("python -m core sweep" in i.value for i in at.info)
 
 
+def test_compare_settings_round_trip_through_the_url():
+    at = open_compare()
+    at.text_input(key="cmp_schedule_1").input("XS*6,L*6").run()
+    link = dict(at.query_params)
+    assert link["s2"] == "XS*6,L*6@never" and link["n"] == "2"
+    again = AppTest.from_file(COMPARE, default_timeout=60)
+    again.query_params.update(link)
+    again = ok(again.run())
+    assert [r.config.plan.text for r in runs(again)] == [r.config.plan.text for r in runs(at.button(key="cmp_run")
+                                                                                        .click().run())]
+
+
+def test_compare_shows_drift_intervals_and_hover():
+    at = open_compare()
+    rows = runs(at)
+    assert rows[0].drift is None and rows[1].drift is not None  # baseline refreshes every step; magnets reuses
+    assert any("cache drift over" in c.value for c in at.caption)
+    assert any("95 % interval" in m.value for m in at.markdown)
+    grids = [c.proto.spec for c in at.get("plotly_chart") if "differs from setting 1" in c.proto.spec]
+    assert grids, "no token grid tells which tokens differ from setting 1"
+
+
 def test_sweep_shows_the_csv_and_its_controls_change_the_view(sweep_csv):
     at = ok(AppTest.from_file(SWEEP, default_timeout=60).run())
     assert any("3 of 4 settings are on the Pareto front" in c.value for c in at.caption)
     assert at.get("download_button")
     table = at.dataframe[0].value
     assert list(table["pareto"]) == [True, True, False, True]
+    assert "GFLOPs / image" in table.columns and "gflops_per_image" not in table.columns  # human names
     figure = at.get("plotly_chart")[0].proto.spec
-    at.selectbox(key="metric").select("label_accuracy").run()
+    at.selectbox(key="swp_metric").select("label_accuracy").run()
     assert ok(at).get("plotly_chart")[0].proto.spec != figure
-    at.multiselect(key="strides_shown").unselect("1").run()
+    assert at.query_params["metric"] == ["label_accuracy"] or at.query_params["metric"] == "label_accuracy"
+    at.multiselect(key="swp_strides").unselect("1").run()
     assert any("1 of 2 settings are on the Pareto front" in c.value for c in ok(at).caption)
 
 
-def test_sweep_live_rerun_and_budget_search(sweep_csv):
-    at = ok(AppTest.from_file(SWEEP, default_timeout=60).run())
-    at.multiselect(key="live_schedules").set_value(["magnets"])
-    at.multiselect(key="live_strides").set_value(["1", "never"])
-    at.number_input(key="live_n").set_value(1)
-    at.button(key="run_sweep").click().run()
-    live = ok(at).session_state["live_rows"]
-    assert [(r["name"], r["stride"], r["n"]) for r in live] == [("magnets", "1", 10), ("magnets", "never", 10)]
-    assert any("live re-run" in c.value for c in at.caption)
+def _finish(at: AppTest, key: str, timeout: float = 120) -> AppTest:
+    """Wait for the page's background job, then redraw the page as a user's next click would."""
+    import time
+    job = at.session_state[key]
+    t0 = time.time()
+    while job.running and time.time() - t0 < timeout:
+        time.sleep(0.2)
+    assert not job.running, f"{job.name} did not finish in {timeout} s"
+    return at.run()
 
-    at.text_input(key="live_extra").input("XS*6,Q*6")
-    at.button(key="run_sweep").click().run()
+
+def test_sweep_live_rerun_survives_clicks_and_page_visits(sweep_csv):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    ok(at.switch_page("pages/4_Sweep.py").run())
+    at.multiselect(key="swp_live_schedules").set_value(["magnets"])
+    at.multiselect(key="swp_live_strides").set_value(["1", "never"])
+    at.number_input(key="swp_live_n").set_value(1)
+    at.button(key="swp_run_sweep").click().run()
+    job = at.session_state["swp_live"]
+    at.selectbox(key="swp_metric").select("kid").run()  # a click elsewhere while it runs
+    at.switch_page("pages/1_Generate.py").run()  # and a visit to another page
+    at.switch_page("pages/4_Sweep.py").run()
+    assert at.session_state["swp_live"] is job  # the same job, not restarted
+    _finish(at, "swp_live")
+    assert job.status == "done"
+    live = job.partial
+    assert [(r["name"], r["stride"], r["n"]) for r in live] == [("magnets", "1", 10), ("magnets", "never", 10)]
+    assert all(r["fd_lo"] <= r["fd_hi"] and r["kid"] is not None for r in live)
+    assert any("live sweep of this session" in c.value for c in ok(at).caption)
+
+    at.text_input(key="swp_live_extra").input("XS*6,Q*6")
+    at.button(key="swp_run_sweep").click().run()
     assert any("Cannot run this sweep" in e.value and "unknown size 'Q'" in e.value for e in at.error)
 
-    at.number_input(key="candidates").set_value(1)
-    at.button(key="run_search").click().run()
-    assert any(s.value.startswith("Found `") for s in ok(at).success)
-    report = at.session_state["search"]["report"]
-    assert report[0]["name"] == "found" and {"baseline", "magnets"} <= {r["name"] for r in report}
 
-    at.number_input(key="ratio").set_value(0.0)
-    at.button(key="run_search").click().run()
-    assert not at.exception
-    assert any("Cannot search" in e.value and "> 0" in e.value for e in at.error)
+def test_a_live_sweep_can_be_cancelled_and_keeps_its_finished_rows(sweep_csv):
+    import time
+    at = ok(AppTest.from_file(SWEEP, default_timeout=60).run())
+    at.multiselect(key="swp_live_schedules").set_value(["baseline", "magnets", "decreasing", "constant-S"])
+    at.multiselect(key="swp_live_strides").set_value(["1", "never"])
+    at.number_input(key="swp_live_n").set_value(1)
+    at.button(key="swp_run_sweep").click().run()
+    job = at.session_state["swp_live"]
+    t0 = time.time()
+    while not job.partial and time.time() - t0 < 120:  # the first row is in
+        time.sleep(0.1)
+    job.cancel()  # what the panel's Cancel button calls
+    _finish(at, "swp_live")
+    assert job.status == "cancelled" and 1 <= len(job.partial) < 8
+    assert any("cancelled" in w.value for w in at.warning)
+
+
+def test_budget_search_runs_in_the_background(sweep_csv):
+    at = ok(AppTest.from_file(SWEEP, default_timeout=60).run())
+    at.number_input(key="swp_candidates").set_value(1)
+    at.button(key="swp_run_search").click().run()
+    _finish(at, "swp_search", timeout=300)
+    assert any(s.value.startswith("Found `") for s in ok(at).success)
+    report = at.session_state["swp_search"].result["report"]
+    assert report[0]["name"] == "found" and {"baseline", "magnets"} <= {r["name"] for r in report}
