@@ -121,9 +121,13 @@ def cmd_tune(args, argv) -> None:
     from dataclasses import replace
 
     from core.checkpoint import update_extra
-    from core.evaluate import evaluate
+    from core.evaluate import VALIDATION_SEED, evaluate
 
-    pipe, config = prepare(args)
+    for name, values in (("--cfg-values", args.cfg_values), ("--temperatures", args.temperatures)):
+        if any(not (v >= 0) or v != v for v in values):
+            raise ValueError(f"{name} must be numbers >= 0, got {values}")
+    pipe, config = prepare(argparse.Namespace(**{**vars(args), "seed": VALIDATION_SEED, "cfg": None,
+                                                 "temperature": None}))
     rows = []
     for w in args.cfg_values:
         for t in args.temperatures:
@@ -146,7 +150,7 @@ def register(sub, subcommands: dict) -> None:
     p = sub.add_parser("sample", help="generate images with a schedule; write .npz (images, labels, trace)")
     add_decode_args(p)
     p.add_argument("--class", dest="class_", default="all", help="class index or name, 'all' (cycle) or 'none'")
-    p.add_argument("--n", type=int, default=10)
+    p.add_argument("--n", type=positive_int, default=10)
     p.add_argument("--out", type=output_file, default=None, help="FILE.npz")
     p.add_argument("--grid", type=output_file, default=None, help="FILE.png")
     subcommands["sample"] = cmd_sample
@@ -158,11 +162,17 @@ def register(sub, subcommands: dict) -> None:
     p.add_argument("--json", type=output_file, default=None, help="also write the result here")
     subcommands["evaluate"] = cmd_evaluate
 
-    p = sub.add_parser("tune", help="pick guidance scale and temperature with the lowest FD on validation seeds")
+    p = sub.add_parser("tune", conflict_handler="resolve",
+                       help="pick guidance scale and temperature with the lowest FD on validation seeds")
     add_decode_args(p)
+    from core.cli_sweep import refuse
+    why = "tune tries every --cfg-values x --temperatures on the validation seeds (%s)"
+    p.add_argument("--seed", nargs="?", help=argparse.SUPPRESS, action=refuse(why % "seed 1,000,000"))
+    p.add_argument("--cfg", "--temperature", nargs="?", help=argparse.SUPPRESS,
+                   action=refuse(why % "give the values to try with --cfg-values and --temperatures"))
     p.add_argument("--cfg-values", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0, 5.0])
     p.add_argument("--temperatures", type=float, nargs="+", default=[0.7, 0.85, 1.0])
-    p.add_argument("--n-per-class", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--n-per-class", type=positive_int, default=20)
+    p.add_argument("--batch-size", type=positive_int, default=100)
     p.add_argument("--write", action="store_true", help="record the choice in the transformer checkpoint")
     subcommands["tune"] = cmd_tune

@@ -13,15 +13,18 @@ import os
 import sys
 from pathlib import Path
 
+from core.cli_args import output_file, positive_int
 from core.cli_decode import add_decode_args, prepare
 
 
-class _Refuse(argparse.Action):
-    """An inherited decode option that the command decides itself: say so rather than ignore it."""
+def refuse(why: str) -> type[argparse.Action]:
+    """An argparse action for an inherited option the command decides itself: said, not silently ignored."""
 
-    def __call__(self, parser, namespace, values, option_string=None):
-        parser.error(f"{option_string} does not apply here: the search picks the schedule and cache stride "
-                     "(use --compare or --include to score particular settings)")
+    class Refuse(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            parser.error(f"{option_string} does not apply here: {why}")
+
+    return Refuse
 
 
 def _prepare(args):
@@ -118,10 +121,11 @@ def register(sub, subcommands: dict) -> None:
                    help="presets, text forms (XS*3,L*9) or the family monotone[/G] (default: every preset)")
     p.add_argument("--strides", "--cache-stride", nargs="+", default=list(DEFAULT_STRIDES),
                    help="cache strides: integers >= 1 or never (default: 1 2 4 never)")
-    p.add_argument("--n-per-class", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--out", default="runs/sweep.csv", help="CSV; rows already in it are skipped (resume)")
-    p.add_argument("--plot", default=None, help="PNG of FD vs GFLOPs (default: next to --out)")
+    p.add_argument("--n-per-class", type=positive_int, default=100)
+    p.add_argument("--batch-size", type=positive_int, default=100)
+    p.add_argument("--out", type=output_file, default="runs/sweep.csv",
+                   help="CSV; rows already in it are skipped (resume)")
+    p.add_argument("--plot", type=output_file, default=None, help="PNG of FD vs GFLOPs (default: next to --out)")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--markdown", default=None, metavar="CSV", help="only print this sweep CSV as a markdown table")
     subcommands["sweep"] = cmd_sweep
@@ -129,20 +133,21 @@ def register(sub, subcommands: dict) -> None:
     p = sub.add_parser("search", conflict_handler="resolve",
                        help="best schedule + cache stride (lowest FD) within a GFLOPs budget")
     add_decode_args(p)
-    p.add_argument("--schedule", "--cache-stride", nargs="?", action=_Refuse, help=argparse.SUPPRESS)
+    p.add_argument("--schedule", "--cache-stride", nargs="?", help=argparse.SUPPRESS, action=refuse(
+        "the search picks the schedule and cache stride (use --compare or --include to score particular settings)"))
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--budget", type=float, help="GFLOPs per image")
     budget.add_argument("--ratio", type=float, help="fraction of the baseline's GFLOPs per image, e.g. 0.333")
     budget.add_argument("--budget-of", metavar="SCHEDULE@STRIDE", help="the GFLOPs of this setting, e.g. "
                         "magnets@never (find the best schedule at equal or lower cost)")
-    p.add_argument("--candidates", type=int, default=8,
+    p.add_argument("--candidates", type=positive_int, default=8,
                    help="frontier candidates to score (the --include settings are added)")
-    p.add_argument("--val-n-per-class", type=int, default=10, help="first validation round; doubles each round")
-    p.add_argument("--n-per-class", type=int, default=100, help="for the reported seeds")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--granularity", type=int, default=1, help="allocate steps in blocks of this many")
+    p.add_argument("--val-n-per-class", type=positive_int, default=10, help="first validation round; doubles each round")
+    p.add_argument("--n-per-class", type=positive_int, default=100, help="for the reported seeds")
+    p.add_argument("--batch-size", type=positive_int, default=100)
+    p.add_argument("--granularity", type=positive_int, default=1, help="allocate steps in blocks of this many")
     p.add_argument("--include", nargs="*", default=["magnets@never"], help="SCHEDULE@STRIDE always shortlisted")
     p.add_argument("--compare", nargs="*", default=list(DEFAULT_COMPARE),
                    help="SCHEDULE@STRIDE re-scored next to the winner on the reported seeds")
-    p.add_argument("--json", default="runs/search.json", help="write the details here")
+    p.add_argument("--json", type=output_file, default="runs/search.json", help="write the details here")
     subcommands["search"] = cmd_search

@@ -87,6 +87,9 @@ def resolve_budget(model_cfg, base: DecodeConfig, budget: float | None = None, r
     value = budget if ratio is None else ratio
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"the {'budget' if ratio is None else 'ratio'} must be a number > 0, got {value}")
+    if ratio is not None and ratio > 1:
+        raise ValueError(f"--ratio {ratio} is above 1: a ratio is the budget as a fraction of the baseline's GFLOPs "
+                         "(e.g. 0.333 for a third), and every schedule fits a budget at or above the baseline's")
     if budget is not None:
         return float(budget)
     return ratio * planned_gflops(model_cfg, replace(base, schedule="baseline", cache_stride=1))
