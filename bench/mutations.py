@@ -1,0 +1,127 @@
+"""Mutation check: do the tests fail when the method breaks?
+
+Each mutation is one small semantic change to a temporary copy of the repository (the real tree is never
+touched); the tests that cover that part run against the copy, and the mutation is *killed* when they fail.
+A surviving mutation is a behaviour no test pins. Not part of CI's time budget (it runs the suites many times).
+
+    python bench/mutations.py                 # all; writes bench/results/mutations.{json,md}
+    python bench/mutations.py --only guidance-sign
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (name, file, original text, mutated text, tests that should catch it)
+MUTATIONS = [
+    ("commit-least-confident", "core/decoder.py", "top = confidence.topk(", "top = (-confidence).topk(",
+     ["tests/test_decode.py"]),
+    ("no-choice-noise-annealing", "core/decoder.py",
+     "return config.choice_temperature * (1.0 - (step + 1) / config.steps)",
+     "return config.choice_temperature", ["tests/test_decode.py"]),
+    ("teacher-not-detached", "core/train.py", "teacher = F.log_softmax(logits.detach(), -1)",
+     "teacher = F.log_softmax(logits, -1)", ["tests/test_train.py"]),
+    ("distillation-kl-reversed", "core/train.py",
+     'kl = F.kl_div(F.log_softmax(small, -1), teacher, log_target=True, reduction="batchmean")',
+     'kl = F.kl_div(teacher, F.log_softmax(small, -1), log_target=True, reduction="batchmean")',
+     ["tests/test_train.py"]),
+    ("resume-skips-the-weights", "core/train.py",
+     'model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})',
+     "pass", ["tests/test_train.py"]),
+    ("no-refresh-on-size-change", "core/cache.py", "if size != last_size or (",
+     "if last_size is None or (", ["tests/test_decode.py"]),
+    ("no-stride-refresh", "core/cache.py",
+     "or (self.stride is not None and step - last_refresh >= self.stride)", "or False",
+     ["tests/test_decode.py"]),
+    ("reuse-recomputes-only-masked", "core/decoder.py", "computed = masked | self.cache.stale(rows)[:B]",
+     "computed = masked.clone()", ["tests/test_decode.py"]),
+    ("guidance-sign", "core/decoder.py", "logits = out[B:] + self.config.cfg_scale * (out[:B] - out[B:])",
+     "logits = out[:B] + self.config.cfg_scale * (out[B:] - out[:B])", ["tests/test_decode.py"]),
+    ("head-on-every-position", "core/nested.py", "        if logit_index is not None:",
+     "        if logit_index is not None and False:", ["tests/test_decode.py"]),
+    ("flops-out-proj-doubled", "core/flops.py", '"out_proj": L * 2 * n_q * w * w',
+     '"out_proj": L * 4 * n_q * w * w', ["tests/test_decode.py"]),
+    ("mask-schedule-ceil", "core/masking.py", "min(math.floor(n * gamma(", "min(math.ceil(n * gamma(",
+     ["tests/test_decode.py", "tests/test_schedule.py"]),
+    ("prefix-left-masked", "core/decoder.py", "            self.tokens[:, : self.P] = prefix",
+     "            pass", ["tests/test_decode.py"]),
+    ("prefix-masked-in-training", "core/train.py",
+     "scores = scores.masked_fill(torch.arange(N, device=tokens.device) < given[:, None], 2.0)",
+     "scores = scores", ["tests/test_train.py"]),
+    ("ema-not-updated", "core/train.py", "torch._foreach_lerp_(list(ema.values()), live, 1 - cfg.ema_decay)",
+     "pass", ["tests/test_train.py"]),
+    ("fd-trace-term-halved", "core/metrics.py", "- 2 * tr_covmean, 0.0))", "- tr_covmean, 0.0))",
+     ["tests/test_metrics.py"]),
+    ("kid-cross-term-sign", "core/quality.py", "out[\"kid\"] = (k_rr.mean() + ff - 2 * (w @ k_rf.T)",
+     "out[\"kid\"] = (k_rr.mean() + ff + 2 * (w @ k_rf.T)", ["tests/test_quality.py"]),
+    ("bootstrap-ignores-resamples", "core/quality.py",
+     "return {k: v.numpy() for k, v in self._metrics(_resample_counts(len(self._f), reps, seed)).items()}",
+     "return {k: v.numpy() for k, v in self._metrics(torch.ones(reps, len(self._f), dtype=torch.float64)).items()}",
+     ["tests/test_quality.py"]),
+]
+
+
+def mutate(tree: Path, file: str, original: str, mutated: str) -> None:
+    path = tree / file
+    text = path.read_text()
+    if text.count(original) != 1:
+        raise RuntimeError(f"{file}: the text to mutate occurs {text.count(original)} times (expected once): "
+                           f"{original!r}")
+    path.write_text(text.replace(original, mutated))
+
+
+def run_one(name, file, original, mutated, tests, timeout: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "repo"
+        shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".git", "runs", "__pycache__", ".pytest_cache",
+                                                                   "artifacts", ".gpu", "*.pyc"))
+        mutate(tree, file, original, mutated)
+        t0 = time.time()
+        try:
+            proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                                  cwd=tree, capture_output=True, text=True, timeout=timeout)
+            killed, tail = proc.returncode != 0, (proc.stdout + proc.stderr).strip().splitlines()[-1:]
+        except subprocess.TimeoutExpired:
+            killed, tail = True, ["timed out (counted as killed: the tests did not pass)"]
+        return {"mutation": name, "file": file, "tests": tests, "killed": killed, "seconds": round(time.time() - t0),
+                "outcome": tail[0] if tail else ""}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*", default=None, help="mutation names")
+    ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mutations"))
+    args = ap.parse_args(argv)
+    chosen = [m for m in MUTATIONS if not args.only or m[0] in args.only]
+    rows = []
+    for m in chosen:
+        row = run_one(*m, timeout=args.timeout)
+        rows.append(row)
+        print(f"{'killed  ' if row['killed'] else 'SURVIVED'} {row['mutation']:32s} {row['seconds']:4d} s  "
+              f"{row['outcome']}", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")
+    lines = [f"{sum(r['killed'] for r in rows)} of {len(rows)} mutations killed "
+             f"(`python bench/mutations.py`, {time.strftime('%Y-%m-%d')}).", "",
+             "| mutation | file | tests | killed | pytest says |", "|---|---|---|:-:|---|"]
+    lines += [f"| {r['mutation']} | `{r['file']}` | {', '.join(r['tests'])} | {'yes' if r['killed'] else '**no**'} | "
+              f"{r['outcome']} |" for r in rows]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    survivors = [r["mutation"] for r in rows if not r["killed"]]
+    print(f"{len(rows) - len(survivors)}/{len(rows)} killed" + (f"; survivors: {', '.join(survivors)}" if survivors
+                                                                  else ""))
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
