@@ -28,6 +28,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     cli_train.register(sub, subcommands)
     cli_decode.register(sub, subcommands)
     cli_sweep.register(sub, subcommands)
+    cli_sweep.register_reproduce(sub, subcommands)
     cli_video.register(sub, subcommands)
     return parser, subcommands
 

@@ -13,7 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-from core.cli_args import output_file, positive_int
+from core.cli_args import (add_runtime_args, existing_dir, output_dir, output_file, positive_int,
+                           set_threads)
 from core.cli_decode import add_decode_args, prepare
 
 
@@ -151,3 +152,36 @@ def register(sub, subcommands: dict) -> None:
                    help="SCHEDULE@STRIDE re-scored next to the winner on the reported seeds")
     p.add_argument("--json", type=output_file, default="runs/search.json", help="write the details here")
     subcommands["search"] = cmd_search
+
+
+def cmd_reproduce(args, argv) -> None:
+    from core.pipeline import Pipeline, load_transformer
+    from core.reproduce import readme_lines, run, write
+
+    if not set(args.claims) <= set("abcd") or not args.claims:
+        raise ValueError(f"--claims {args.claims!r}: give letters among a, b, c, d (e.g. abcd)")
+    set_threads(args.threads)
+    pipe = Pipeline.load(args.assets, args.device)
+    ablation = None
+    if "d" in args.claims:
+        ablation = load_transformer(pipe.assets / ABLATION, pipe.device)[0]
+    result = run(pipe, ablation, args.n_per_class, args.batch_size, args.reps, args.claims, log=_eprint)
+    result["meta"]["command"] = "python -m core " + " ".join(argv)
+    paths = write(result, args.out)
+    print("\n".join(readme_lines(result)))
+    _eprint(f"wrote {', '.join(str(p) for p in paths)} in {result['meta']['seconds']} s")
+
+
+ABLATION = "transformer_nodistill"  # the same recipe without distillation (claim d), in assets/
+
+
+def register_reproduce(sub, subcommands: dict) -> None:
+    p = sub.add_parser("reproduce", help="the paper's claims (a)-(d), each with bootstrap intervals and a verdict")
+    p.add_argument("--claims", default="abcd", help="which claims (letters a-d)")
+    p.add_argument("--n-per-class", type=positive_int, default=100)
+    p.add_argument("--batch-size", type=positive_int, default=100)
+    p.add_argument("--reps", type=positive_int, default=500, help="bootstrap resamples per interval")
+    p.add_argument("--out", type=output_dir, default="bench/results/claims")
+    p.add_argument("--assets", type=existing_dir, default=None)
+    add_runtime_args(p)
+    subcommands["reproduce"] = cmd_reproduce

@@ -46,8 +46,9 @@ if clicked or from_link:
     except ValueError as exc:  # e.g. more steps than tokens to generate
         st.error(f"Cannot run with these settings: {exc}")
         st.stop()
+    trace.number = len(ss.setdefault("gen_history", [])) + 1
     ss["gen_trace"] = trace
-    ss.setdefault("gen_history", []).append({
+    ss["gen_history"].append({
         "gflops": sum(r.total_flops for r in trace.records) / 1e9, "quality": trace.p_class[-1],
         "describe": f"{config.describe()} | {settings.cls} | seed {settings.seed}"})
 

@@ -70,12 +70,12 @@ def _headline(page) -> str:
 
 
 def _wait_for_run(page, previous_fingerprint: str | None) -> str:
-    """The fingerprint of the finished run once the page shows it (and it differs from the previous one)."""
-    fp = page.get_by_text(re.compile(r"Tokens fingerprint"))
+    """The run caption ("Run N · Tokens fingerprint ...") once the page shows a new run and its animation."""
+    fp = page.get_by_text(re.compile(r"Run \d+ · Tokens fingerprint"))
     deadline = time.time() + 120
     while True:
         text = fp.first.inner_text() if fp.count() else ""
-        if text and text != previous_fingerprint and page.get_by_role("button", name="Play").count():
+        if text and text != previous_fingerprint and page.get_by_text("▶ Play").count():
             return text
         assert time.time() < deadline, "the run did not finish within 120 s"
         page.wait_for_timeout(250)
@@ -117,12 +117,39 @@ def test_generate_page_end_to_end(server, browser):
     assert first != second, f"the FLOPs headline did not change with the settings: {first!r}"
     assert "stride" in page.url and "stride=1" in page.url and "XS" in page.url, page.url
     main = page.locator("[data-testid='stMain']")
-    images = main.get_by_role("img")
-    for i in range(4):  # decoded image, token state grid, sub-model grid, confidence map
-        images.nth(i).wait_for(state="visible", timeout=30_000)
-    main.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=30_000)  # the FLOPs chart
+    plots = main.locator(".js-plotly-plot")
+    for i in range(4):  # the animated grids, FLOPs per step, cumulative FLOPs, quality
+        plots.nth(i).wait_for(state="visible", timeout=30_000)
+    page.get_by_text("▶ Play").first.click()  # the browser plays the stored run: no server round trip
+    page.wait_for_timeout(500)
     page.screenshot(path=str(ARTIFACTS / "generate_changed.png"), full_page=True)
     assert fp2 != fp1
+    page.close()
+
+
+PAGES = ["Generate", "Video", "Compare", "Sweep", "Model"]
+
+
+@pytest.mark.parametrize("first", ["Generate", "Compare"])
+def test_walk_every_page_in_either_order(server, browser, first):
+    """Every page opens without an error from the sidebar, whichever page comes first, and Generate still runs
+    after each detour."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server, wait_until="networkidle")
+    order = [first] + [p for p in PAGES if p != first]
+    previous = None
+    for name in order:
+        sidebar = page.locator("[data-testid='stSidebarNav']")
+        sidebar.get_by_role("link", name=name, exact=True).click()
+        page.wait_for_function(f"() => location.pathname.endsWith('/{name}')", timeout=30_000)
+        page.wait_for_timeout(1500)
+        page.get_by_role("heading", name=name).first.wait_for(timeout=60_000)
+        errors = page.locator("[data-testid='stException'], [data-testid='stAlertContentError']")
+        assert errors.count() == 0, f"{name}: {errors.first.inner_text()}"
+        if name != "Generate":
+            sidebar.get_by_role("link", name="Generate", exact=True).click()
+            page.get_by_role("button", name="Generate").wait_for(timeout=60_000)
+            previous = _run_and_wait(page, previous)
     page.close()
 
 

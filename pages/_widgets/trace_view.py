@@ -33,6 +33,7 @@ class Trace:
     model_time: float = 0.0  # seconds in the decoder (the sum of its steps), as the CLI reports it
     preview_time: float = 0.0  # seconds decoding and scoring the previews
     score: dict | None = None
+    number: int = 0  # the session's run count when this run was made ("Run 3" on the page)
     exports: dict = field(default_factory=dict)  # download payloads, built on first show
 
     @property
@@ -86,7 +87,8 @@ def show(pipe: Pipeline, trace: Trace, sample: int, pace_ms: int) -> None:
         charts.append(drift_figure(trace.records, steps))
     for col, fig, name in zip(st.columns(len(charts)), charts, ("flops", "cumulative", "quality", "drift")):
         col.plotly_chart(fig, key=f"gen_chart_{name}")
-    st.caption(f"Tokens fingerprint `{trace.fingerprint()}` (equal settings give an equal fingerprint)")
+    st.caption(f"Run {trace.number} · Tokens fingerprint `{trace.fingerprint()}` (equal settings give an equal "
+               "fingerprint)")
 
 
 def final_images(trace: Trace) -> np.ndarray:

@@ -1,0 +1,192 @@
+"""What a user waits for, measured in a real browser: `streamlit run app.py` driven by Playwright with the system
+Chromium. Times, on the Generate page with the default settings (1 image, 12 steps):
+
+- click-to-first-step: from the click on Generate until the first step's token grid (or the finished run) shows;
+- click-to-done: until the finished run (its animation and fingerprint) shows;
+- 4 sessions at once: four browsers, each on its own link (other settings), press Generate at the same moment;
+  each must show what it shows alone (same fingerprint), and the slowest click-to-done is reported;
+- the page's "model wall time" against the CLI's for the same settings (`python -m core sample`).
+
+Times are taken inside the browser (a MutationObserver installed before the click), so Playwright's polling does
+not add to them.
+
+    python bench/browser.py [--runs 7]      # writes bench/results/browser.{json,md}
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+WATCH = """(next) => {
+  window.__marks = {};
+  const start = performance.now();
+  const seen = () => {
+    const text = document.body.innerText;
+    const done = text.includes(`Run ${next} · Tokens fingerprint`);
+    if (!window.__marks.first && (text.includes('step 1 of') || done))
+      window.__marks.first = performance.now() - start;
+    if (!window.__marks.done && done)
+      window.__marks.done = performance.now() - start;
+  };
+  new MutationObserver(seen).observe(document.body, {childList: true, subtree: true, characterData: true});
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                return proc, url
+        except OSError:
+            if time.time() > deadline:
+                proc.kill()
+                raise RuntimeError("streamlit did not start") from None
+            time.sleep(0.5)
+
+
+def fingerprint(page) -> str:
+    text = page.get_by_text(re.compile("Tokens fingerprint")).first.inner_text()
+    return re.search(r"fingerprint\s+(\w+)", text).group(1)
+
+
+def model_ms(page) -> float:
+    return float(re.search(r"model wall time (\d+) ms", page.locator("[data-testid='stMain']").inner_text()).group(1))
+
+
+def run_number(page) -> int:
+    shown = page.get_by_text(re.compile(r"Run \d+ · Tokens fingerprint"))
+    return int(re.search(r"Run (\d+)", shown.first.inner_text()).group(1)) if shown.count() else 0
+
+
+def one_click(page) -> dict:
+    """Click Generate on an open Generate page and time the first step and the finished run."""
+    page.evaluate(WATCH, run_number(page) + 1)
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function("() => window.__marks.done", timeout=120_000)
+    page.wait_for_timeout(300)  # let the last deltas land before reading the page
+    marks = page.evaluate("window.__marks")
+    return {"first_step_s": marks["first"] / 1000, "done_s": marks["done"] / 1000, "model_ms": model_ms(page),
+            "fingerprint": fingerprint(page)}
+
+
+def open_link(browser, url: str, link: dict) -> tuple[object, float]:
+    """A new session from a link (the page runs it on load): (page, seconds until the run shows)."""
+    page = browser.new_context().new_page()
+    t0 = time.perf_counter()
+    page.goto(f"{url}/Generate?{urllib.parse.urlencode(link)}")
+    page.get_by_text(re.compile("Tokens fingerprint")).first.wait_for(timeout=120_000)
+    return page, time.perf_counter() - t0
+
+
+def cli_model_ms(runs: int = 5) -> float:
+    """The CLI's model wall time for the page's default settings (median of `runs` runs in one process)."""
+    code = ("import statistics; from core.pipeline import Pipeline; pipe = Pipeline.load(); "
+            "config = pipe.default_config(schedule='magnets', cache_stride='never', seed=0); "
+            f"t = [pipe.generate(config, [0]).wall_time for _ in range({runs} + 1)][1:]; "
+            "print(1000 * statistics.median(t))")
+    return float(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    from playwright.sync_api import sync_playwright
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "browser"))
+    args = ap.parse_args(argv)
+    server, url = start_server()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(f"{url}/Generate", wait_until="networkidle")
+            page.get_by_role("button", name="Generate").wait_for(timeout=90_000)
+            one_click(page)  # warm-up: the first run loads the model into the server process
+            clicks = [one_click(page) for _ in range(args.runs)]
+            page.close()
+            links = [{"steps": "12", "schedule": "magnets", "seed": str(s), "cls": c, "cfg": "2.0"}
+                     for s, c in ((1, "Trouser"), (2, "Bag"), (3, "Dress"), (4, "Sneaker"))]
+            alone = []
+            for link in links:
+                pg, _ = open_link(browser, url, link)
+                alone.append(fingerprint(pg))
+                pg.context.close()
+            results: list = [None] * len(links)
+            ready = threading.Barrier(len(links))
+
+            def session(i):  # each in its own browser: four users pressing Generate at once
+                with sync_playwright() as q:
+                    b = q.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+                    pg, _ = open_link(b, url, links[i])
+                    ready.wait()
+                    click = one_click(pg)
+                    results[i] = (click["fingerprint"], click["done_s"])
+                    b.close()
+
+            threads = [threading.Thread(target=session, args=(i,)) for i in range(len(links))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    cli = cli_model_ms()
+    page_model = statistics.median(c["model_ms"] for c in clicks)
+    summary = {
+        "click_to_first_step_median_s": statistics.median(c["first_step_s"] for c in clicks),
+        "click_to_done_median_s": statistics.median(c["done_s"] for c in clicks),
+        "click_to_done_min_s": min(c["done_s"] for c in clicks), "click_to_done_max_s": max(c["done_s"] for c in clicks),
+        "page_model_ms_median": page_model, "cli_model_ms_median": cli, "page_vs_cli": page_model / cli,
+        "concurrent_sessions": len(links), "concurrent_all_correct": [r[0] for r in results] == alone,
+        "concurrent_slowest_s": max(r[1] for r in results),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "summary": summary,
+                                                    "clicks": clicks, "concurrent": results}, indent=2) + "\n")
+    s = summary
+    lines = [f"Generate page, default settings (1 image, 12 steps), Debian chromium via Playwright, {args.runs} clicks "
+             f"after a warm-up ({time.strftime('%Y-%m-%d')}; `python bench/browser.py`).", "",
+             "| measure | value | target |", "|---|---:|---:|",
+             f"| click to first step (median) | {s['click_to_first_step_median_s']:.2f} s | <= 0.3 s |",
+             f"| click to done (median; min-max) | {s['click_to_done_median_s']:.2f} s "
+             f"({s['click_to_done_min_s']:.2f}-{s['click_to_done_max_s']:.2f}) | <= 0.6 s |",
+             f"| 4 sessions at once: slowest (all correct: {s['concurrent_all_correct']}) | "
+             f"{s['concurrent_slowest_s']:.2f} s | <= 2 s |",
+             f"| model wall time: page / CLI (medians) | {s['page_model_ms_median']:.0f} ms / "
+             f"{s['cli_model_ms_median']:.0f} ms = {s['page_vs_cli']:.2f} | within 20 % |"]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
