@@ -170,7 +170,7 @@ def cmd_train_video(args, argv) -> None:
 
     from core.checkpoint import load_checkpoint
     from core.train import TokenData, train
-    from core.video import ClipConfig, ClipTokens, MovingFashionMNIST, encode_clips, test_clips
+    from core.video import ClipConfig, ClipTokens, MovingFashionMNIST, encode_clips, held_out_clips
 
     set_threads(args.threads)
     out = Path(args.out)
@@ -186,7 +186,7 @@ def cmd_train_video(args, argv) -> None:
     images, labels = load_fashion_mnist("train", args.data_dir)
     data = ClipTokens(MovingFashionMNIST(images, labels, clips, args.device), tokenizer)
     test_x, test_y = load_fashion_mnist("test", args.data_dir)
-    frames, val_labels, _ = test_clips(test_x, test_y, 128, seed=1_000_000, cfg=clips)
+    frames, val_labels, _ = held_out_clips(test_x, test_y, 128, seed=1_000_000, cfg=clips)
     with torch.no_grad():
         val = TokenData(encode_clips(data.tokenizer, frames.to(args.device)), val_labels.to(args.device))
     model_base = {"vocab_size": record["codebook_size"], "seq_len": clips.seq_len, "frames": clips.frames}

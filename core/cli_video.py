@@ -28,7 +28,7 @@ def _load(args):
 
 def cmd_sample_video(args, argv) -> None:
     from core.pictures import clip_gif, to_uint8
-    from core.video import test_clips
+    from core.video import held_out_clips
     from core.video_eval import test_split
 
     if args.n > 1000:
@@ -48,7 +48,7 @@ def cmd_sample_video(args, argv) -> None:
         result, frames = pipe.generate(config, labels)
     else:
         images, y = test_split(args.data_dir)
-        truth, labels_t, _ = test_clips(images, y, args.n, args.seed, pipe.clips)
+        truth, labels_t, _ = held_out_clips(images, y, args.n, args.seed, pipe.clips)
         result, frames = pipe.predict(config, truth)
         labels = labels_t.tolist()
         out |= {"truth": to_uint8(truth), "given": np.array(pipe.clips.given_frames)}

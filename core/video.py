@@ -119,7 +119,7 @@ class ClipTokens:
         return encode_clips(self.tokenizer, frames), labels
 
 
-def test_clips(images, labels, n: int, seed: int, cfg: ClipConfig = ClipConfig()):
+def held_out_clips(images, labels, n: int, seed: int, cfg: ClipConfig = ClipConfig()):
     """The n test clips of `seed` (frames, labels, positions): what `sample-video --task predict` and
     `evaluate-video` use, the same on every machine."""
     return MovingFashionMNIST(images, labels, cfg).draw(n, torch.Generator().manual_seed(seed))

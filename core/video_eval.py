@@ -23,7 +23,7 @@ from core.metrics import class_probs
 from core.nested import NestedTransformer
 from core.pipeline import ASSETS, default_device, load_transformer
 from core.tokenizer import VQTokenizer, load_tokenizer
-from core.video import ClipConfig, crop_items, decode_clips, encode_clips, test_clips
+from core.video import ClipConfig, crop_items, decode_clips, encode_clips, held_out_clips
 
 VIDEO_STEM = "video_transformer"
 TASKS = ("generate", "predict")
@@ -132,7 +132,7 @@ def evaluate_video(pipe: VideoPipeline, config: DecodeConfig, task: str, n: int 
     kept, truth_all, labels_all = [], [], []
     if task == "predict":
         images, labels = test_split(data_dir)
-        truth_all, labels_t, _ = test_clips(images, labels, n, seed, pipe.clips)
+        truth_all, labels_t, _ = held_out_clips(images, labels, n, seed, pipe.clips)
         labels_all = labels_t.tolist()
     else:
         labels_all = [i % num_classes for i in range(n)]

@@ -16,7 +16,7 @@ from core.decode import StepRecord
 from core.figures import decode_animation, flops_figures, flops_headline, flops_rows, psnr_figure
 from core.pictures import clip_frames, clip_gif, gif_bytes, mp4_bytes, to_uint8
 from core.schedule import PRESETS, preset
-from core.video import test_clips
+from core.video import held_out_clips
 from core.video_eval import clip_votes, majority, prediction_scores, test_split
 from pages._widgets import device_caption, load_video_pipeline
 
@@ -107,7 +107,7 @@ def run(settings: VideoSettings, config) -> VideoRun:
     t0 = time.perf_counter()
     if settings.task == "predict":
         images, labels = test_split()
-        truth_f, _, _ = test_clips(images, labels, settings.n, settings.clip, clips_cfg)
+        truth_f, _, _ = held_out_clips(images, labels, settings.n, settings.clip, clips_cfg)
         result, frames = pipe.predict(config, truth_f)
         truth = to_uint8(truth_f)
     else:

@@ -1,0 +1,189 @@
+"""Video: Moving Fashion-MNIST clips, the frame-embedded nested model, prefix decoding and its FLOPs, the video
+CLI (its npz fields are what an outside scorer reads) and metrics. Tiny models and a procedural data set: no
+shipped checkpoint and no real data needed."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from core.__main__ import main
+from core.data import procedural_dataset
+from core.decode import DecodeConfig, decode, generate
+from core.flops import flop_counter
+from core.nested import ModelConfig, NestedTransformer, extract_submodel
+from core.video import ClipConfig, MovingFashionMNIST, bounce, crop_items, locate_item, held_out_clips
+from core.video_eval import majority, prediction_scores, psnr
+from tests.test_data import _write_idx
+from tests.tiny_assets import make_tiny_assets
+
+CLIPS = ClipConfig(frames=4, item=22, max_speed=3, given_frames=1)
+
+
+def _reference_bounce(start: int, velocity: int, frames: int, span: int) -> list[int]:
+    """Step by step: move, and reverse the velocity at a wall, reflecting the overshoot."""
+    out, p, v = [], start, velocity
+    for _ in range(frames):
+        out.append(p)
+        p += v
+        while p < 0 or p > span:
+            if p < 0:
+                p, v = -p, -v
+            if p > span:
+                p, v = 2 * span - p, -v
+    return out
+
+
+def test_bounce_reflects_off_the_walls():
+    for start, velocity in [(0, 3), (10, 3), (5, -3), (9, 2), (0, -1), (10, -2)]:
+        got = bounce(torch.tensor(start), torch.tensor(velocity), 9, 10).tolist()
+        assert got == _reference_bounce(start, velocity, 9, 10), (start, velocity)
+
+
+def test_clips_are_deterministic_keep_the_item_inside_and_move():
+    images, labels = procedural_dataset(40)
+    a = held_out_clips(images, labels, 6, seed=3, cfg=CLIPS)
+    b = held_out_clips(images, labels, 6, seed=3, cfg=CLIPS)
+    c = held_out_clips(images, labels, 6, seed=4, cfg=CLIPS)
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and not torch.equal(a[0], c[0])
+    frames, clip_labels, pos = a
+    assert frames.shape == (6, 4, 32, 32) and 0 <= float(frames.min()) and float(frames.max()) <= 1
+    assert ((pos >= 0) & (pos <= 32 - 22)).all()
+    assert (pos[:, 1:] != pos[:, :-1]).any(-1).all()  # every clip moves every frame
+    # each frame holds the item's brightness wherever it is
+    totals = frames.flatten(2).sum(-1)
+    assert torch.allclose(totals, totals[:, :1].expand_as(totals), rtol=1e-4)
+    assert set(clip_labels.tolist()) <= set(labels.tolist())
+
+
+def test_the_item_is_found_where_it_was_drawn():
+    images, labels = procedural_dataset(40)
+    frames, _, pos = held_out_clips(images, labels, 20, seed=0, cfg=CLIPS)
+    # procedural shapes sit up to 3 px off the centre of their 28x28 image (scaled by 22/28 here)
+    assert (locate_item(frames, 22) - pos).abs().max() <= 3
+    assert crop_items(frames, 22).shape == (20, 4, 28, 28)
+
+
+def _video_model(frames=4, dim=32):
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=16, seq_len=frames * 4, frames=frames, dim=dim, heads=8, layers=2)
+    model = NestedTransformer(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.mul_(8)
+    return model
+
+
+def test_frames_are_told_apart_and_submodels_still_nest():
+    model = _video_model()
+    pos = model.positions(32)
+    assert pos.shape == (16, 32)
+    assert not torch.allclose(pos[0], pos[4])  # the same place in two frames: different embeddings
+    tokens, labels = torch.randint(0, 16, (2, 16)), torch.tensor([1, 2])
+    with torch.no_grad():
+        small = extract_submodel(model, "S").eval()
+        torch.testing.assert_close(model(tokens, labels, "S"), small(tokens, labels), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="frames"):
+        ModelConfig(seq_len=10, frames=4)
+
+
+@pytest.mark.parametrize("stride", [1, 2, None])
+def test_prefix_decoding_keeps_the_given_frames_and_flops_match_the_counter(stride):
+    model = _video_model()
+    prefix = torch.randint(0, 16, (2, 4))  # the first frame given
+    config = DecodeConfig(steps=5, schedule="XS*2,M*1,L*2", cache_stride=stride, cfg_scale=1.0)
+    steps = decode(model, config, [None, None], prefix=prefix)
+    seen = []
+    while True:
+        with flop_counter() as counter:
+            record = next(steps, None)
+        if record is None:
+            break
+        seen.append(record)
+        assert counter.get_total_flops() == 2 * record.total_flops, (record.step, record.action)
+        assert not record.committed[:, :4].any()
+    np.testing.assert_array_equal(seen[-1].tokens[:, :4], prefix.numpy())
+    assert seen[0].n_logits == 12  # only the frames to predict are masked
+    if stride is None:  # given frames are read from the cache on reuse steps, not recomputed
+        assert all(not r.computed[:, :4].any() for r in seen if r.action == "reuse")
+
+
+def test_psnr_and_scores_against_copy_last():
+    truth = torch.rand(3, 4, 8, 8)
+    assert torch.allclose(psnr(truth, truth), torch.full((3, 4), 100.0))
+    noisy = (truth + 0.1).clamp(0, 1)
+    scores = prediction_scores(noisy, truth, given=1)
+    assert len(scores["psnr_model"]) == 3 and len(scores["psnr_copy_last"]) == 3
+    copy = truth[:, :1].expand(-1, 3, -1, -1)
+    assert scores["psnr_copy_last"][0] == pytest.approx(float(psnr(copy[:, :1], truth[:, 1:2]).mean()), rel=1e-5)
+    assert majority(np.array([[1, 2, 2, 0], [3, 3, 1, 1]])).tolist() == [2, 1]
+
+
+@pytest.fixture(scope="module")
+def video_assets(tmp_path_factory):
+    """Tiny assets with a video model trained for two steps by the CLI on procedural clips."""
+    root = tmp_path_factory.mktemp("video")
+    assets = make_tiny_assets(root / "assets")
+    data = root / "data"
+    data.mkdir()
+    for split, seed in (("train", 0), ("test", 1)):
+        _write_idx(data, split, *procedural_dataset(30, seed=seed))
+    args = ["train-video", "--tokenizer", str(assets / "tokenizer"), "--out", str(root / "run"), "--steps", "2",
+            "--batch-size", "2", "--dim", "16", "--layers", "1", "--frames", "4", "--given-frames", "1",
+            "--device", "cpu", "--threads", "1", "--data-dir", str(data), "--export", str(assets / "video_transformer")]
+    assert main(args) == 0
+    return assets, data
+
+
+def test_train_video_records_its_clips_and_resumes_only_with_them(video_assets, tmp_path):
+    assets, data = video_assets
+    extra = json.loads((assets / "video_transformer.json").read_text())["extra"]
+    assert extra["clips"]["frames"] == 4 and extra["train_config"]["prefix_len"] == 64
+    run = tmp_path / "run"
+    shutil.copytree(assets.parent / "run", run)
+    args = ["train-video", "--tokenizer", str(assets / "tokenizer"), "--out", str(run), "--steps", "3", "--extend",
+            "--resume", "--device", "cpu", "--threads", "1", "--data-dir", str(data)]
+    assert main(args + ["--item", "20"]) == 1  # another clip layout is another run
+    assert main(args) == 0
+
+
+@pytest.mark.parametrize("task", ["generate", "predict"])
+def test_sample_video_writes_the_fields_an_outside_scorer_reads(video_assets, tmp_path, monkeypatch, task):
+    assets, data = video_assets
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(data))
+    out, gif = tmp_path / "v.npz", tmp_path / "v.gif"
+    args = ["sample-video", "--assets", str(assets), "--task", task, "--n", "3", "--seed", "5", "--steps", "6",
+            "--schedule", "XS*2,L*4", "--cache-stride", "2", "--out", str(out), "--gif", str(gif), "--threads", "1"]
+    if task == "generate":
+        args += ["--class", "Trouser"]
+    assert main(args) == 0
+    d = np.load(out)
+    assert d["frames"].dtype == np.uint8 and d["frames"].shape == (3, 4, 32, 32)
+    assert d["labels"].shape == (3,)
+    if task == "predict":
+        assert d["truth"].shape == d["frames"].shape and int(d["given"]) == 1
+        np.testing.assert_array_equal(d["frames"][:, :1], d["truth"][:, :1])  # the given frame is the true one
+        assert main(args) == 0
+        np.testing.assert_array_equal(np.load(out)["truth"], d["truth"])  # the same clips for the same seed
+    else:
+        assert (d["labels"] == 1).all()
+    assert gif.read_bytes()[:4] == b"GIF8"
+
+
+def test_evaluate_video_reports_both_tasks(video_assets, tmp_path, monkeypatch, capsys):
+    assets, data = video_assets
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(data))
+    for task in ("predict", "generate"):
+        out = tmp_path / f"{task}.json"
+        assert main(["evaluate-video", "--assets", str(assets), "--task", task, "--n", "4", "--batch-size", "2",
+                     "--steps", "4", "--schedule", "L*4", "--cache-stride", "1", "--json", str(out), "--threads", "1"]) == 0
+        row = json.loads(out.read_text())
+        assert row["n"] == 4 and row["flops_ratio"] == pytest.approx(1.0)
+        if task == "predict":
+            assert len(row["psnr_model"]) == 3 == len(row["ssim_copy_last"])
+        else:
+            assert 0 <= row["label_accuracy"] <= 1
