@@ -24,6 +24,8 @@ CHOICES = {"cls": CLASS_CHOICES, "mask": tuple(MASK_SCHEDULES), "task": ("genera
 class QuerySettings:
     """A frozen settings dataclass that round-trips through URL query parameters, every value checked."""
 
+    choices = CHOICES  # what each choice setting may be
+
     def to_query(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}
 
@@ -37,7 +39,7 @@ class QuerySettings:
                 continue
             raw = params[f.name]
             try:
-                value = _check(f.name, type(getattr(out, f.name))(raw))
+                value = _check(f.name, type(getattr(out, f.name))(raw), cls.choices)
             except (TypeError, ValueError) as exc:
                 errors.append(f"URL parameter {f.name}={raw!r} ignored: {exc}")
                 continue
@@ -81,6 +83,7 @@ class VideoSettings(QuerySettings):
     """Everything a Video run depends on (the URL holds these fields). `clip` picks the test clips of a
     prediction (their seed); `cls` the class of generated clips."""
 
+    choices = {**CHOICES, "cls": CLASS_NAMES}  # clips are always of a class
     task: str = "predict"
     cls: str = CLASS_NAMES[0]
     clip: int = 0
@@ -95,9 +98,7 @@ class VideoSettings(QuerySettings):
     def decode_config(self, base: DecodeConfig) -> DecodeConfig:
         """`base` (the model's tuned decoding for the task) with these settings; ValueError names a bad one."""
         for name in ("task", "cls", "n", "clip"):
-            _check(name, getattr(self, name))
-        if self.task == "generate" and self.cls == UNCONDITIONAL:
-            raise ValueError("the video model generates class-conditional clips: choose a class")
+            _check(name, getattr(self, name), self.choices)
         return replace(base, steps=self.steps, schedule=self.schedule, cache_stride=self.stride, seed=self.seed,
                        cfg_scale=self.cfg, temperature=self.temperature)
 
@@ -105,12 +106,12 @@ class VideoSettings(QuerySettings):
         return [CLASS_NAMES.index(self.cls)] * self.n
 
 
-def _check(name: str, value):
+def _check(name: str, value, choices: dict = CHOICES):
     """The value, normalised, if the settings widget `name` can show it; else ValueError saying why."""
     if name == "stride":
         return format_stride(parse_stride(value))
-    if name in CHOICES and value not in CHOICES[name]:
-        raise ValueError(f"{name} {value!r} is unknown; choose one of: {', '.join(CHOICES[name])}")
+    if name in choices and value not in choices[name]:
+        raise ValueError(f"{name} {value!r} is unknown; choose one of: {', '.join(choices[name])}")
     if name in LIMITS:
         lo, hi = LIMITS[name]
         if not (math.isfinite(value) and lo <= value <= hi):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,8 @@ from core.video import ClipConfig, MovingFashionMNIST, bounce, crop_items, locat
 from core.video_eval import majority, prediction_scores, psnr
 from tests.test_data import _write_idx
 from tests.tiny_assets import make_tiny_assets
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CLIPS = ClipConfig(frames=4, item=22, max_speed=3, given_frames=1)
 
@@ -187,3 +190,89 @@ def test_evaluate_video_reports_both_tasks(video_assets, tmp_path, monkeypatch, 
             assert len(row["psnr_model"]) == 3 == len(row["ssim_copy_last"])
         else:
             assert 0 <= row["label_accuracy"] <= 1
+
+
+@pytest.fixture
+def video_page(video_assets, monkeypatch):
+    """The Video page on the tiny assets, opened from a link that runs 6 steps on 2 clips."""
+    from streamlit.testing.v1 import AppTest
+
+    import core.pipeline
+
+    assets, data = video_assets
+    monkeypatch.setattr(core.pipeline, "ASSETS", assets)
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(data))
+
+    def open_page(**params):
+        at = AppTest.from_file(str(ROOT / "pages" / "5_Video.py"), default_timeout=120)
+        at.query_params.update({"steps": "6", "schedule": "XS*2,L*4", "n": "2", **params})
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+    return open_page
+
+
+def _result(at):
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    return at.session_state["vid_result"]
+
+
+VIDEO_CONTROLS = [
+    ("task", lambda at: at.radio(key="vid_task").set_value("generate"), lambda a, b: b.truth is None),
+    ("class", lambda at: at.radio(key="vid_task").set_value("generate").run() and
+     at.selectbox(key="vid_cls").select("Bag"), lambda a, b: b.settings.cls == "Bag"),
+    ("clips seed", lambda at: at.number_input(key="vid_clip").set_value(3),
+     lambda a, b: not np.array_equal(a.truth, b.truth)),
+    ("clips", lambda at: at.number_input(key="vid_n").set_value(3), lambda a, b: len(b.frames) == 3),
+    ("steps", lambda at: at.number_input(key="vid_steps").set_value(4) and
+     at.text_input(key="vid_schedule").input("XS,L*3"), lambda a, b: len(b.records) == 4),
+    ("schedule", lambda at: at.text_input(key="vid_schedule").input("L*6"),
+     lambda a, b: b.records[0].size == "L"),
+    ("preset", lambda at: at.selectbox(key="vid_preset").select("baseline"),
+     lambda a, b: all(r.size == "L" for r in b.records)),
+    ("stride", lambda at: at.select_slider(key="vid_stride").set_value("1"),
+     lambda a, b: all(r.action == "refresh" for r in b.records)),
+    ("seed", lambda at: at.number_input(key="vid_seed").set_value(9),
+     lambda a, b: not np.array_equal(a.records[-1].tokens, b.records[-1].tokens)),
+    ("temperature", lambda at: at.number_input(key="vid_temperature").set_value(0.0),
+     lambda a, b: not np.array_equal(a.records[-1].tokens, b.records[-1].tokens)),
+]
+
+
+@pytest.mark.parametrize("name,change,changed", VIDEO_CONTROLS, ids=[c[0] for c in VIDEO_CONTROLS])
+def test_video_page_controls_change_the_run(video_page, name, change, changed):
+    at = video_page()
+    before = _result(at)
+    change(at)
+    at.run()
+    at.button(key="vid_run").click().run()
+    assert changed(before, _result(at)), name
+
+
+def test_video_page_cfg_changes_generation(video_page):
+    at = video_page(task="generate")
+    before = _result(at)
+    at.number_input(key="vid_cfg").set_value(3.0).run()
+    at.button(key="vid_run").click().run()
+    after = _result(at)
+    assert after.records[0].total_flops == 2 * before.records[0].total_flops  # guidance adds a second pass
+
+
+def test_video_page_shows_prediction_and_exports(video_page):
+    at = video_page(task="predict", clip="2")
+    result = _result(at)
+    assert result.truth is not None and "psnr_model" in result.scores
+    charts = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("PSNR per predicted frame" in c for c in charts) and any('"frames"' in c for c in charts)
+    assert {b.label for b in at.get("download_button")} >= {"GIF of the clips"}
+    assert at.query_params["clip"] in ("2", ["2"])
+
+
+def test_video_page_bad_input_is_a_message(video_page):
+    at = video_page()
+    at.text_input(key="vid_schedule").input("XS*2,Q*4").run()
+    assert not at.exception and any("unknown size 'Q'" in e.value for e in at.error)
+    at = video_page(task="generate", cls="unconditional", steps="many", clip="-1")
+    assert not at.exception
+    assert {w.value.split("=")[0] for w in at.warning} >= {"URL parameter steps", "URL parameter clip",
+                                                            "URL parameter cls"}
