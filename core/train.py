@@ -43,7 +43,7 @@ class TrainConfig:
     smaller_sizes_per_step: int | None = None  # None = every smaller size each step; k = a random k of them
     prefix_frac: float = 0.0  # video: the fraction of samples trained as frame prediction (prefix given)
     prefix_len: int = 0  # tokens given to a frame-prediction sample (never masked, no loss, null class)
-    ema_decay: float | None = 0.999  # None = no EMA; with EMA the saved weights are the EMA weights
+    ema_decay: float | None = 0.999  # None = no EMA; else the exported weights are the bias-corrected EMA
     bf16: bool = False  # autocast matrix products to bfloat16 (for GPUs; the weights stay float32)
     seed: int = 0
     log_every: int = 10
@@ -128,6 +128,17 @@ def nested_loss(model, tokens, labels, mask, mask_id, sizes, lam, label_smoothin
         total = total + lam * ce + (1 - lam) * kl
         parts[size] = ce.detach()
     return total, parts
+
+
+def ema_weights(ema: dict, decay: float, steps: int) -> dict:
+    """The average of the weights over training, from a zero-initialised EMA after `steps` updates."""
+    return {k: v / (1 - decay**steps) for k, v in ema.items()}
+
+
+def ema_from_initialised(ema: dict, initial: dict, decay: float, steps: int) -> dict:
+    """The same average from an EMA that was started at the initial weights (the first GPU runs' trainer):
+    remove their decay**steps share, then correct as ema_weights does."""
+    return ema_weights({k: v - decay**steps * initial[k] for k, v in ema.items()}, decay, steps)
 
 
 def _state_with_optimizer(model, ema, opt) -> dict:
@@ -231,7 +242,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data, out_dir, resume: bool 
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95),
                             fused=device.startswith("cuda"))
-    ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.ema_decay else None
+    # Zero-initialised and bias-corrected at export (as Adam's moments): an EMA started at the random initial
+    # weights keeps decay**steps of them (22 % after 1,500 steps at 0.999), which ruins a short run.
+    ema = {k: torch.zeros_like(v) for k, v in model.state_dict().items()} if cfg.ema_decay else None
     start, extra = 0, {"sessions": []}
     if resume and (out / "last.safetensors").exists():
         tensors, extra = resume_point(out, model_cfg, cfg, extend)
@@ -297,7 +310,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data, out_dir, resume: bool 
             save_checkpoint(out / "last", _state_with_optimizer(model, ema, opt), model_cfg, extra)
     final = out / "transformer"
     if rank == 0:
-        weights = ema if ema is not None else model.state_dict()
+        weights = ema_weights(ema, cfg.ema_decay, cfg.steps) if ema is not None else model.state_dict()
         save_checkpoint(final, {k: v.detach().cpu().contiguous() for k, v in weights.items()}, model_cfg,
                         {k: v for k, v in extra.items() if k != "step"} | {"steps": cfg.steps, "world_size": world})
         log.close()

@@ -218,3 +218,23 @@ def test_train_cli_caches_tokens_once_and_trains_from_the_cache(tmp_path):
         f.unlink()
     assert main(args + ["--steps", "3", "--resume", "--extend"]) == 0
     assert json.loads((run / "last.json").read_text())["extra"]["step"] == 3
+
+
+def test_exported_weights_are_the_bias_corrected_average(tmp_path):
+    """No share of the random initial weights survives: after one step the export is that step's weights."""
+    cfg = TrainConfig(steps=1, batch_size=4, warmup_steps=1, log_every=1, ema_decay=0.999)
+    final = train(TINY, cfg, _data(), tmp_path, progress=False)
+    exported, last = load_checkpoint(final)[0], load_checkpoint(tmp_path / "last")[0]
+    for k, v in exported.items():
+        torch.testing.assert_close(v, last[f"model.{k}"])
+
+
+def test_an_ema_started_at_the_initial_weights_is_repaired_exactly():
+    from core.train import ema_from_initialised, ema_weights
+    torch.manual_seed(0)
+    initial, average = {"w": torch.randn(5)}, {"w": torch.randn(5)}
+    d, steps = 0.9, 7
+    # what an EMA started at `initial` holds when the (bias-corrected) average of the trajectory is `average`
+    old = {"w": d**steps * initial["w"] + (1 - d**steps) * average["w"]}
+    torch.testing.assert_close(ema_from_initialised(old, initial, d, steps)["w"], average["w"])
+    torch.testing.assert_close(ema_weights({"w": (1 - d**steps) * average["w"]}, d, steps)["w"], average["w"])
