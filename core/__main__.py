@@ -36,7 +36,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, subcommands = build_parser()
-    args = parser.parse_args(argv)  # exits 2 via _Parser.error on bad arguments
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad argument (2, one line already printed)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         subcommands[args.command](args, argv)
     except (DatasetMissingError, CheckpointError, ValueError) as exc:

@@ -80,9 +80,7 @@ def test_cli_reports_bad_config_field(tmp_path, capsys):
 
 
 def test_cli_bad_argument_is_one_line(capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["train-tokenizer", "--epochs", "many"])
-    assert info.value.code != 0
+    assert main(["train-tokenizer", "--epochs", "many"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
 
