@@ -164,7 +164,7 @@ def cmd_reproduce(args, argv) -> None:
     pipe = Pipeline.load(args.assets, args.device)
     ablation = None
     if "d" in args.claims:
-        ablation = load_transformer(pipe.assets / ABLATION, pipe.device)[0]
+        ablation = tuple(load_transformer(pipe.assets / stem, pipe.device)[0] for stem in ABLATION)
     result = run(pipe, ablation, args.n_per_class, args.batch_size, args.reps, args.claims, log=_eprint)
     result["meta"]["command"] = "python -m core " + " ".join(argv)
     paths = write(result, args.out)
@@ -172,7 +172,8 @@ def cmd_reproduce(args, argv) -> None:
     _eprint(f"wrote {', '.join(str(p) for p in paths)} in {result['meta']['seconds']} s")
 
 
-ABLATION = "transformer_nodistill"  # the same recipe without distillation (claim d), in assets/
+# Claim d: one recipe trained twice, with and without online distillation, compared at the same step.
+ABLATION = ("ablation_distill", "ablation_nodistill")
 
 
 def register_reproduce(sub, subcommands: dict) -> None:

@@ -154,7 +154,7 @@ def drift_per_step(model, config: DecodeConfig, n: int) -> dict:
     return {str(r.step + 1): r.drift for r in records if r.drift}
 
 
-def run(pipe, ablation_model=None, n_per_class: int = 100, batch_size: int = 100, reps: int = 500, claims="abcd",
+def run(pipe, ablation=None, n_per_class: int = 100, batch_size: int = 100, reps: int = 500, claims="abcd",
         log=print) -> dict:
     base_cfg = pipe.default_config(seed=0)
     model = pipe.model
@@ -187,12 +187,12 @@ def run(pipe, ablation_model=None, n_per_class: int = 100, batch_size: int = 100
                  for s in STRIDES[1:]}
         out["claims"]["c"] = claim_c(by_stride, drift, reps)
     if "d" in claims:
-        if ablation_model is None:
-            raise ValueError("claim d needs the ablation checkpoint (assets/transformer_nodistill)")
+        if ablation is None:
+            raise ValueError("claim d needs the ablation pair (assets/ablation_distill, assets/ablation_nodistill)")
+        with_kd, without_kd = ablation  # one recipe, the same step, trained with and without distillation
         sizes = sorted(model.cfg.sizes, key=lambda s: -model.cfg.sizes[s])
-        distilled = [get(f"{s} alone" if s != sizes[-1] else "baseline", f"constant-{s}" if s != sizes[-1]
-                         else "baseline", 1) for s in sizes]
-        plain = [get(f"{s} alone, no distillation", f"constant-{s}", 1, ablation_model, "ablation") for s in sizes]
+        distilled = [get(f"{s} alone, distillation", f"constant-{s}", 1, with_kd, "with") for s in sizes]
+        plain = [get(f"{s} alone, no distillation", f"constant-{s}", 1, without_kd, "without") for s in sizes]
         out["claims"]["d"] = claim_d(distilled, plain, reps, sizes)
     out["rows"] = [s.row(reps) for s in cache.values()]
     out["meta"]["seconds"] = round(time.perf_counter() - t_start)
