@@ -16,6 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +26,7 @@ from core.checkpoint import load_checkpoint, update_manifest  # noqa: E402
 from core.data import CLASS_NAMES  # noqa: E402
 from core.cache import format_stride  # noqa: E402
 from core.evaluate import evaluate  # noqa: E402
-from core.sweep import RUN_FIELDS, read_rows  # noqa: E402
+from core.sweep import QUALITY, RUN_FIELDS, read_rows  # noqa: E402
 from core.pictures import save_grid  # noqa: E402
 from core.pipeline import Pipeline  # noqa: E402
 
@@ -38,15 +39,16 @@ SETTINGS = [
 ]
 
 
-REPORTED = ("schedule", "stride", "gflops_per_image", "baseline_gflops_per_image", "flops_ratio", "wall_s",
-            "label_accuracy", "fd", "n")
+REPORTED = ("schedule", "stride", "gflops_per_image", "baseline_gflops_per_image", "flops_ratio", "wall_s", "n",
+            *QUALITY)
 
 
-def _sweep_row(sweep: list[dict], config, n: int) -> dict | None:
+def _sweep_row(sweep: list[dict], config, n: int, batch_size: int) -> dict | None:
     """The sweep's row for exactly this setting scored the same way (same n, seeds and sampling), if any."""
     for row in sweep:
         if (row["schedule"] == config.plan.text and row["stride"] == format_stride(config.cache_stride)
-                and row["n"] == n and all(row[k] == getattr(config, k) for k in RUN_FIELDS if k != "n")):
+                and row["n"] == n and row["batch_size"] == batch_size
+                and all(row[k] == getattr(config, k) for k in RUN_FIELDS if k not in ("n", "batch_size"))):
             return row
     return None
 
@@ -57,17 +59,34 @@ def run_evaluations(pipe: Pipeline, n_per_class: int, batch_size: int, sweep: li
     for label, schedule, stride in SETTINGS:
         t0 = time.perf_counter()
         config = replace(base, schedule=schedule, cache_stride=stride)
-        row = _sweep_row(sweep, config, n_per_class * pipe.model.cfg.num_classes)
+        row = _sweep_row(sweep, config, n_per_class * pipe.model.cfg.num_classes, batch_size)
         if row is None:
             row = evaluate(pipe, config, n_per_class, batch_size)
         rows.append({"label": label, **{k: row[k] for k in REPORTED}})
         print(f"{label:28s} acc {row['label_accuracy']:.3f} FD {row['fd']:7.2f} "
               f"{row['gflops_per_image']:.3f} GFLOPs ({row['flops_ratio']:.2f}x fewer) {time.perf_counter() - t0:.0f}s",
               flush=True)
-    return {"meta": {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "n_per_class": n_per_class,
+    return {"floor": floor_rows(pipe, n_per_class), "meta": {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "n_per_class": n_per_class,
                      "cfg_scale": base.cfg_scale, "steps": base.steps, "seed": base.seed,
                      "temperature": base.temperature, "choice_temperature": base.choice_temperature},
             "rows": rows}
+
+
+def floor_rows(pipe: Pipeline, n_per_class: int) -> list[dict]:
+    """What the samples are measured against: the first n_per_class test images of each class, and the tokenizer's
+    reconstructions of them (the best any sampler on these tokens can do), scored exactly like the samples."""
+    from core.data import load_fashion_mnist, to_model_input
+
+    images, labels = load_fashion_mnist("test")
+    index = np.concatenate([np.flatnonzero(labels == c)[:n_per_class] for c in range(pipe.model.cfg.num_classes)])
+    real, labels = images[index], labels[index]
+    with torch.no_grad():
+        tokens = pipe.tokenizer.encode(to_model_input(real).to(pipe.device))
+    rows = []
+    for label, pictures in (("real test images", real), ("tokenizer reconstructions (the floor)", pipe.images(tokens))):
+        scores = pipe.score(pictures, labels, intervals=True)
+        rows.append({"label": label, **{k: scores.get(k) for k in QUALITY}, "n": scores["n"]})
+    return rows
 
 
 def sample_grids(pipe: Pipeline, out_dir: Path) -> list[Path]:
@@ -102,65 +121,107 @@ def plot_training_curves(metrics: list[dict], path: Path) -> Path:
     return path
 
 
-def _fmt_row(r: dict) -> str:
-    return (f"| {r['label']} | `{r['schedule']}` | {r['stride']} | {r['label_accuracy']:.1%} | {r['fd']:.2f} | "
-            f"{r['gflops_per_image']:.3f} | {r['flops_ratio']:.2f}x | {r['wall_s']:.1f} s |")
+def _ci(r: dict, key: str, pct: bool = False) -> str:
+    """A value with its 95 % interval, as the card prints it."""
+    if r.get(key) is None:
+        return "-"
+    f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: f"{v:.1f}")
+    lo, hi = r.get(key + "_lo"), r.get(key + "_hi")
+    return f(r[key]) + ("%" if pct else "") + (f" [{f(lo)}, {f(hi)}]" if lo is not None else "")
+
+
+def _quality_cells(r: dict) -> str:
+    return " | ".join([_ci(r, "label_accuracy", True), _ci(r, "fd"), _ci(r, "kid"), _ci(r, "mlp_label_accuracy", True),
+                       _ci(r, "mlp_fd"), _ci(r, "mlp_kid")])
+
+
+QUALITY_HEADER = ("accuracy | FD | KID | MLP accuracy | MLP FD | MLP KID", "---:|---:|---:|---:|---:|---:|")
+
+
+def _wall(extra: dict) -> str:
+    """Training time from what the training command recorded."""
+    if extra.get("sessions"):
+        devices = sorted({s["device"] for s in extra["sessions"]})
+        return f"{sum(s['seconds'] for s in extra['sessions']) / 60:.1f} min on {', '.join(devices)}"
+    seconds = extra.get("metrics", {}).get("train_seconds")
+    return f"{seconds / 60:.0f} min on cpu" if seconds else "-"
+
+
+def _checkpoint_rows(assets: Path) -> list[str]:
+    rows = []
+    for stem, what in CHECKPOINTS:
+        if not (assets / f"{stem}.json").exists():
+            continue
+        _, cfg, extra = load_checkpoint(assets / stem)
+        size = (assets / f"{stem}.safetensors").stat().st_size / 2**20
+        rows.append(f"| `{stem}` | {what(cfg)} | `{extra.get('command') or extra.get('training_command', '-')}` | "
+                    f"{_wall(extra)} | {size:.1f} MB |")
+    return rows
+
+
+def _nested(cfg: dict) -> str:
+    return f"nested transformer, {cfg['layers']} layers, width {cfg['dim']}, {cfg['heads']} heads, sizes {cfg['sizes']}"
+
+
+CHECKPOINTS = [  # (stem in assets/, what it is from its config)
+    ("tokenizer", lambda c: f"VQ-VAE, 32x32 -> 8x8 tokens, codebook {c['codebook_size']}"),
+    ("evaluator", lambda c: "metric CNN: label accuracy, FD and KID features (the main evaluator)"),
+    ("evaluator_mlp", lambda c: "metric MLP: the second, differently built evaluator (`mlp_` columns)"),
+    ("transformer", lambda c: "the shipped image model: " + _nested(c)),
+    ("ablation_distill", lambda c: "claim (d) ablation, with distillation: " + _nested(c)),
+    ("ablation_nodistill", lambda c: "claim (d) ablation, without distillation (lambda = 1): " + _nested(c)),
+    ("video_transformer", lambda c: f"the video model, {c['frames']} frames: " + _nested(c)),
+]
 
 
 def render(assets: Path, results: dict) -> str:
-    _, tok_cfg, tok = load_checkpoint(assets / "tokenizer")
+    _, _, tok = load_checkpoint(assets / "tokenizer")
     _, _, ev = load_checkpoint(assets / "evaluator")
+    _, _, ev2 = load_checkpoint(assets / "evaluator_mlp")
     _, model_cfg, tr = load_checkpoint(assets / "transformer")
     metrics = [json.loads(line) for line in (assets / "training_metrics.jsonl").read_text().splitlines()]
-    tail = metrics[-20:]
-    final = {k: statistics.mean(r[k] for r in tail) for k in tail[-1] if k.startswith("ce_")}
-    curve = [r for r in metrics if r["step"] % 500 == 0 or r is metrics[-1]]
-    meta = results["meta"]
-    tm = tok["metrics"]
-    sessions = tr.get("training_sessions", [])  # a run stopped and resumed with --resume has several
-    train_minutes = sum(s["minutes"] for s in sessions) if sessions else tr.get("last_session_seconds", 0) / 60
+    last = metrics[-1]
+    val = {k[7:]: v for k, v in last.items() if k.startswith("val_ce_")}
+    meta, tm, tc = results["meta"], tok["metrics"], tr["train_config"]
+    floor = {r["label"].split(" ")[0]: r for r in results["floor"]}
+    base = next(r for r in results["rows"] if r["schedule"] == "L*12" and r["stride"] == "1")
     lines = [
         "# Model card: MaGNeTS Studio on Fashion-MNIST", "",
         "Generated by `python bench/model_card.py` from the shipped checkpoints; every number below is measured "
         "by that command or recorded by the training commands in the checkpoints' JSON.", "",
         "## Checkpoints", "",
-        "| file | what | trained by | wall time |", "|---|---|---|---|",
-        f"| `tokenizer.safetensors` | VQ-VAE, 32x32 -> 8x8 tokens, codebook {tok_cfg['codebook_size']} | "
-        f"`{tok.get('command', '')}` | {tm.get('train_seconds', 0) / 60:.0f} min |",
-        f"| `evaluator.safetensors` | metric CNN (FD features, label accuracy) | `{ev.get('command', '')}` | "
-        f"{ev['metrics'].get('train_seconds', 0) / 60:.0f} min |",
-        f"| `transformer.safetensors` | nested transformer, {model_cfg['layers']} layers, width {model_cfg['dim']}, "
-        f"{model_cfg['heads']} heads, sizes {model_cfg['sizes']} | `{tr.get('command', '')}` | "
-        f"{train_minutes:.0f} min |", "",
-        f"Hardware: {meta['machine']} (no GPU). Data: Fashion-MNIST train split (60k; the transformer also sees "
-        "mirrored copies), test split (10k) as the metric reference.", "",
-        "## Tokenizer and evaluator", "",
+        "| checkpoint | what | trained by | training time | size |", "|---|---|---|---|---:|",
+        *_checkpoint_rows(assets), "",
+        f"Transformer weights are stored as float16 and loaded into float32. Scored on: {meta['machine']}.", "",
+        "## Tokenizer and evaluators", "",
         f"- Tokenizer, test split (28x28 crop): PSNR {tm['test_psnr_db']:.2f} dB, MSE {tm['test_mse']:.5f}, codebook "
         f"usage {tm['test_codebook_usage']:.1%}, perplexity {tm['test_perplexity']:.0f}.",
-        f"- Evaluator test accuracy: {ev['metrics']['test_accuracy']:.2%}.", "",
+        f"- Evaluators' test accuracy: CNN {ev['metrics']['test_accuracy']:.2%}, MLP {ev2['metrics']['test_accuracy']:.2%}.",
+        "", f"The floor: {floor['real']['n']} test images ({meta['n_per_class']} per class) and the tokenizer's "
+        "reconstructions of them, scored like the samples below (95 % bootstrap intervals). No sampler on these "
+        "tokens can beat the reconstructions.", "",
+        f"| images | {QUALITY_HEADER[0]} |", f"|---|{QUALITY_HEADER[1]}",
+        *[f"| {r['label']} | {_quality_cells(r)} |" for r in results["floor"]], "",
         "## Transformer training", "",
-        f"Online distillation, lambda 1 -> 0 over {tr['train_config']['steps']} steps, batch "
-        f"{tr['train_config']['batch_size']}, AdamW lr {tr['train_config']['lr']} (warmup + cosine), EMA "
-        f"{tr['train_config']['ema_decay']}. Final masked-token cross-entropy (mean of the last {len(tail)} logged "
-        "steps): " + ", ".join(f"{k[3:]} {v:.3f}" for k, v in final.items()) + ".", "",
-        *[f"- session {i + 1}: `{s['command']}`, steps {s['from']}-{s['to']}, {s['minutes']:.0f} min"
-          + (f" ({s['note']})" if s.get("note") else "") for i, s in enumerate(sessions)], *([""] if sessions else []),
+        f"`{tr.get('command', '')}` ({tr.get('hardware', '')}). Online distillation "
+        f"{'lambda 1 -> 0' if tc['distill'] else 'off (lambda 1)'} over {tc['steps']} steps, batch {tc['batch_size']}, "
+        f"AdamW lr {tc['lr']} ({tc['warmup_steps']} warmup steps, cosine to {tc['min_lr_ratio']} of it), label smoothing "
+        f"{tc['label_smoothing']}, EMA {tc['ema_decay']}. Validation masked-token cross-entropy at step {last['step']}: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in val.items()) + ".",
+        *([f"", f"EMA: {tr['ema_repair']}."] if tr.get("ema_repair") else []), "",
         "![training curves](training_curves.png)", "",
-        "| step | loss | " + " | ".join(f"CE {k[3:]}" for k in final) + " | lambda |",
-        "|---:|---:|" + "---:|" * len(final) + "---:|",
-        *[f"| {r['step']} | {r['loss']:.3f} | " + " | ".join(f"{r[k]:.3f}" for k in final) + f" | {r['lambda']:.2f} |"
-          for r in curve], "",
         "## Quality and compute", "",
         f"{meta['n_per_class'] * 10} samples per row ({meta['n_per_class']} per class, the same classes and seeds "
         f"for every row), {meta['steps']} steps, guidance {meta['cfg_scale']}, temperature {meta['temperature']}, "
-        f"choice temperature {meta['choice_temperature']}. FD is between evaluator features of the samples and of "
-        f"the 10k test images; FD is biased upward at small n, so compare rows, not papers. Measured {meta['date']}.",
-        "",
-        "Wall is the generation time summed over the 10 batches of 100 (one CPU thread per process), excluding "
-        "tokenizer decoding and scoring; see the README's decode benchmark for timings measured side by side.", "",
-        "| setting | schedule | stride | label accuracy | FD | GFLOPs/image | fewer FLOPs than baseline | wall |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
-        *[_fmt_row(r) for r in results["rows"]], "",
+        f"choice temperature {meta['choice_temperature']}; 95 % bootstrap intervals. FD and KID are to the 10k test "
+        f"images; FD is biased upward at small n, so compare rows, not papers. Measured {meta['date']}. Wall is the "
+        "generation time summed over the batches, one CPU thread, scoring excluded.", "",
+        f"| setting | schedule | stride | GFLOPs/image | fewer FLOPs | {QUALITY_HEADER[0]} | wall |",
+        f"|---|---|---|---:|---:|{QUALITY_HEADER[1]}---:|",
+        *[f"| {r['label']} | `{r['schedule']}` | {r['stride']} | {r['gflops_per_image']:.2f} | {r['flops_ratio']:.2f}x | "
+          f"{_quality_cells(r)} | {r['wall_s']:.0f} s |" for r in results["rows"]], "",
+        f"The baseline's FD is {base['fd'] / floor['tokenizer']['fd']:.1f}x the floor's (CNN) and "
+        f"{base['mlp_fd'] / floor['tokenizer']['mlp_fd']:.1f}x (MLP) at this n.", "",
         "Sample grids (one row per class: " + ", ".join(CLASS_NAMES) + "), same classes and seeds:", "",
         "| baseline (`L*12`, no cache) | magnets (`XS*2,S*2,M*3,L*5`, stride never) |", "|---|---|",
         "| ![baseline](samples_baseline.png) | ![magnets](samples_magnets.png) |", "",
@@ -173,7 +234,63 @@ def render(assets: Path, results: dict) -> str:
                   "| guidance | temperature | FD | label accuracy | n |", "|---:|---:|---:|---:|---:|",
                   *[f"| {r['cfg_scale']} | {r['temperature']} | {r['fd']:.2f} | {r['label_accuracy']:.1%} | {r['n']} |"
                     for r in t["rows"]], ""]
+    lines += _ablation_section(assets) + _video_section(assets)
     return "\n".join(lines)
+
+
+def _ablation_section(assets: Path) -> list[str]:
+    """Claim (d): the ablation pair's rows from `python -m core reproduce` (bench/results/claims)."""
+    path = ROOT / "bench" / "results" / "claims" / "claims.json"
+    if not path.exists():
+        return []
+    result = json.loads(path.read_text())
+    rows = [r for r in result["rows"] if "distillation" in r["name"]]
+    if not rows:
+        return []
+    return ["## Distillation ablation (claim d)", "",
+            "The same recipe trained twice on the GPU, with online distillation and without it (lambda fixed at 1), "
+            "compared at the same step (`ablation_distill`, `ablation_nodistill`; commands in the table above). "
+            f"Rows from `{result['meta'].get('command', 'python -m core reproduce')}` "
+            f"({10 * result['meta']['n_per_class']} samples each, 95 % intervals); its verdict: "
+            f"**{result['claims']['d']['verdict']}**.", "",
+            f"| setting | GFLOPs/image | {QUALITY_HEADER[0]} |", f"|---|---:|{QUALITY_HEADER[1]}",
+            *[f"| {r['name']} | {r['gflops_per_image']:.2f} | {_quality_cells(r)} |" for r in rows], ""]
+
+
+def _video_section(assets: Path) -> list[str]:
+    """The video model: what it is, how it was trained, and `evaluate-video` results (bench/results/video)."""
+    if not (assets / "video_transformer.json").exists():
+        return []
+    _, cfg, extra = load_checkpoint(assets / "video_transformer")
+    lines = ["## Video model", "", f"{_nested(cfg)}; {cfg['frames']} frames x 64 tokens. Clips: {extra['clips']}. "
+             f"Trained by `{extra.get('training_command', '')}`. Tuned decoding: {extra.get('tuned_decoding')}.", ""]
+    results = {p.stem: json.loads(p.read_text()) for p in sorted((ROOT / "bench" / "results" / "video").glob("*.json"))}
+    predict = [r for r in results.values() if r["task"] == "predict"]
+    if predict:
+        r0 = predict[0]
+        lines += [f"Frame prediction, `python -m core evaluate-video --task predict --n {r0['n']}` ({len(r0['psnr_model'])} "
+                  "frames predicted from the given ones; PSNR in dB per predicted frame, mean over clips):", "",
+                  "| schedule | stride | GFLOPs/clip | fewer FLOPs | PSNR per frame | mean PSNR | mean SSIM |",
+                  "|---|---|---:|---:|---|---:|---:|"]
+        for r in predict:
+            lines.append(f"| `{r['schedule']}` | {r['stride']} | {r['gflops_per_clip']:.2f} | {r['flops_ratio']:.2f}x | "
+                         + ", ".join(f"{v:.1f}" for v in r["psnr_model"]) + f" | {r['psnr_model_mean']:.2f} | "
+                         f"{float(np.mean(r['ssim_model'])):.3f} |")
+        lines.append("| copy the last given frame | - | 0 | - | " + ", ".join(f"{v:.1f}" for v in r0["psnr_copy_last"])
+                     + f" | {r0['psnr_copy_last_mean']:.2f} | {float(np.mean(r0['ssim_copy_last'])):.3f} |")
+        lines.append("")
+    generate = [r for r in results.values() if r["task"] == "generate"]
+    if generate:
+        lines += [f"Class-conditional generation, `python -m core evaluate-video --task generate --n {generate[0]['n']}` "
+                  "(the evaluator on each frame's cropped item, majority vote over the frames):", "",
+                  "| schedule | stride | GFLOPs/clip | fewer FLOPs | clip label accuracy | frame accuracy |",
+                  "|---|---|---:|---:|---:|---:|",
+                  *[f"| `{r['schedule']}` | {r['stride']} | {r['gflops_per_clip']:.2f} | {r['flops_ratio']:.2f}x | "
+                    f"{r['label_accuracy']:.1%} | {r['frame_accuracy']:.1%} |" for r in generate], ""]
+    gifs = [g for g in ("video_predict.gif", "video_generate.gif") if (assets / g).exists()]
+    if gifs:
+        lines += ["Sample clips (`python -m core sample-video ... --gif`): " + " ".join(f"![{g}]({g})" for g in gifs), ""]
+    return lines
 
 
 def main(argv=None) -> int:

@@ -1,9 +1,9 @@
-"""Screenshot of the Generate page at a mid-run step, for the README (docs/screenshots/generate.png).
+"""Screenshot of the Generate page after a run, for the README (docs/screenshots/generate.png).
 
-Starts `streamlit run app.py`, opens a link whose settings start a run, waits for it to finish, moves the step
-scrubber to --at-step (the replay draws exactly what the live view showed at that step) and captures the page.
+Starts `streamlit run app.py`, opens a link with the run's settings, waits until the run's animation and
+caption show after pressing Generate, and captures the page.
 
-    python bench/screenshot.py [--at-step 6] [--out docs/screenshots/generate.png]
+    python bench/screenshot.py [--out docs/screenshots/generate.png]
 """
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--at-step", type=int, default=6)
     ap.add_argument("--port", type=int, default=8599)
     ap.add_argument("--out", default=str(ROOT / "docs" / "screenshots" / "generate.png"))
     args = ap.parse_args(argv)
@@ -45,14 +44,9 @@ def main(argv=None) -> int:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{url}/Generate?{query}")
-            page.get_by_role("button", name="Play").wait_for(timeout=120_000)
-            slider = (page.get_by_test_id("stSlider").filter(has=page.get_by_text("Step", exact=True))
-                      .get_by_role("slider"))
-            slider.focus()
-            page.keyboard.press("Home")
-            for _ in range(args.at_step - 1):
-                page.keyboard.press("ArrowRight")
-            page.get_by_text(re.compile(rf"Step {args.at_step}/12")).first.wait_for(timeout=30_000)
+            page.get_by_role("button", name="Generate").click(timeout=120_000)
+            page.get_by_text(re.compile(r"Run \d+ · Tokens fingerprint")).first.wait_for(timeout=180_000)
+            page.get_by_text("▶ Play").first.wait_for(timeout=60_000)
             page.wait_for_timeout(1500)  # let the figures redraw
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=args.out)

@@ -193,17 +193,30 @@ def pareto_front(rows: list[dict], x: str = "gflops_per_image", y: str = "fd", h
     return front
 
 
+def _ranks(rows: list[dict], key: str) -> list[int | None]:
+    """1 = lowest `key` (FD, KID); equal values share a rank (a preset copied from another ties it); rows
+    without the value get None."""
+    values = [r.get(key) for r in rows]
+    return [None if v is None else 1 + sum(w is not None and w < v for w in values) for v in values]
+
+
 def markdown_table(rows: list[dict]) -> str:
-    """The rows as a README-ready markdown table, most expensive first; * marks the FD-vs-GFLOPs Pareto front."""
+    """The rows as a README-ready markdown table, most expensive first; * marks the FD-vs-GFLOPs Pareto front.
+    Each evaluator's FD rank sits beside the other's, so a disagreement between them is visible at a glance."""
     front = pareto_front(rows)
+    ranks = {k: _ranks(rows, k) for k in ("fd", "mlp_fd")}
     order = sorted(range(len(rows)), key=lambda i: (-rows[i]["gflops_per_image"], rows[i]["name"]))
-    lines = ["| setting | schedule | cache stride | GFLOPs / image | x fewer FLOPs | label accuracy | FD | n | "
-             "Pareto |", "|---|---|---|---:|---:|---:|---:|---:|:-:|"]
+    lines = ["| setting | schedule | cache stride | GFLOPs / image | x fewer FLOPs | label accuracy | FD | KID | "
+             "FD rank | MLP accuracy | MLP FD | MLP FD rank | n | Pareto |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|"]
     for i in order:
         r = rows[i]
+        mlp_acc = r.get("mlp_label_accuracy")
         lines.append(f"| {r['name']} | `{r['schedule']}` | {r['stride']} | {r['gflops_per_image']:.3f} | "
-                     f"{r['flops_ratio']:.2f} | {r['label_accuracy']:.3f} | {_fmt(r['fd'], 2)} | {r['n']} | "
-                     f"{'*' if front[i] else ''} |")
+                     f"{r['flops_ratio']:.2f} | {r['label_accuracy']:.3f} | {_fmt(r['fd'], 2)} | "
+                     f"{_fmt(r.get('kid'), 1)} | {ranks['fd'][i] or '-'} | "
+                     f"{'-' if mlp_acc is None else f'{mlp_acc:.3f}'} | {_fmt(r.get('mlp_fd'), 2)} | "
+                     f"{ranks['mlp_fd'][i] or '-'} | {r['n']} | {'*' if front[i] else ''} |")
     return "\n".join(lines) + "\n"
 
 
