@@ -4,6 +4,7 @@ Every number in the card comes from this run or from the checkpoints' own record
 
     python bench/model_card.py                  # reuses assets/sweep.csv rows; else ~10 min on 2 CPU cores
     python bench/model_card.py --render-only    # re-render the card from assets/eval_results.json
+    python bench/model_card.py --floor-only --n-per-class 100   # the floor at n = 1000: bench/results/floor.json
 """
 from __future__ import annotations
 
@@ -302,6 +303,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--floor-only", action="store_true", help="only score the floor at --n-per-class and write "
+                    "bench/results/floor.json (to set beside `python -m core reproduce`'s rows at the same n)")
     ap.add_argument("--sweep", default=str(ROOT / "assets" / "sweep.csv"),
                     help="reuse this sweep's rows for settings it scored the same way (no re-run)")
     args = ap.parse_args(argv)
@@ -310,6 +313,12 @@ def main(argv=None) -> int:
     if Path(args.metrics).exists():
         shutil.copyfile(args.metrics, assets / "training_metrics.jsonl")
     results_path = assets / "eval_results.json"
+    if args.floor_only:
+        path = ROOT / "bench" / "results" / "floor.json"
+        rows = floor_rows(Pipeline.load(assets, "cpu"), args.n_per_class)
+        path.write_text(json.dumps({"n_per_class": args.n_per_class, "rows": rows}, indent=2) + "\n")
+        print("\n".join(f"{r['label']}: {_quality_cells(r)}" for r in rows) + f"\nwrote {path}")
+        return 0
     if not args.render_only:
         pipe = Pipeline.load(assets, "cpu")
         sweep = read_rows(args.sweep) if Path(args.sweep).exists() else []

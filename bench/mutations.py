@@ -83,7 +83,8 @@ def run_one(name, file, original, mutated, tests, timeout: float) -> dict:
         tree = Path(tmp) / "repo"
         shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".git", "runs", "__pycache__", ".pytest_cache",
                                                                    "artifacts", ".gpu", "*.pyc"))
-        mutate(tree, file, original, mutated)
+        if original != mutated:
+            mutate(tree, file, original, mutated)
         t0 = time.time()
         try:
             proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
@@ -102,6 +103,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mutations"))
     args = ap.parse_args(argv)
     chosen = [m for m in MUTATIONS if not args.only or m[0] in args.only]
+    # Control: the unmutated copy must pass every test file the mutations use, or a "kill" proves nothing.
+    files = sorted({t for m in chosen for t in m[4]})
+    control = run_one("control (no mutation)", "", "", "", files, timeout=args.timeout)
+    print(f"control: {files} -> {control['outcome']} ({control['seconds']} s)", flush=True)
+    if control["killed"]:
+        print("error: the tests fail without any mutation; fix them first", file=sys.stderr)
+        return 2
     rows = []
     for m in chosen:
         row = run_one(*m, timeout=args.timeout)
@@ -110,9 +118,10 @@ def main(argv=None) -> int:
               f"{row['outcome']}", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "control": control, "rows": rows}, indent=2) + "\n")
     lines = [f"{sum(r['killed'] for r in rows)} of {len(rows)} mutations killed "
-             f"(`python bench/mutations.py`, {time.strftime('%Y-%m-%d')}).", "",
+             f"(`python bench/mutations.py`, {time.strftime('%Y-%m-%d')}). Control: the unmutated copy passes the "
+             f"same test files ({control['outcome']}).", "",
              "| mutation | file | tests | killed | pytest says |", "|---|---|---|:-:|---|"]
     lines += [f"| {r['mutation']} | `{r['file']}` | {', '.join(r['tests'])} | {'yes' if r['killed'] else '**no**'} | "
               f"{r['outcome']} |" for r in rows]
