@@ -63,9 +63,20 @@ MUTATIONS = [
     ("kid-cross-term-sign", "core/quality.py", "out[\"kid\"] = (k_rr.mean() + ff - 2 * (w @ k_rf.T)",
      "out[\"kid\"] = (k_rr.mean() + ff + 2 * (w @ k_rf.T)", ["tests/test_quality.py"]),
     ("bootstrap-ignores-resamples", "core/quality.py",
-     "return {k: v.numpy() for k, v in self._metrics(_resample_counts(len(self._f), reps, seed)).items()}",
-     "return {k: v.numpy() for k, v in self._metrics(torch.ones(reps, len(self._f), dtype=torch.float64)).items()}",
+     "parts = [self._metrics(counts[i:i + chunk]) for i in range(0, reps, chunk)]",
+     "parts = [self._metrics(torch.ones_like(counts[i:i + chunk])) for i in range(0, reps, chunk)]",
      ["tests/test_quality.py"]),
+    # The app: a control that stops reaching the decoder, a wrong headline, a job that ignores its cancel.
+    ("app-stride-ignored", "core/app_settings.py", "schedule=self.schedule, cache_stride=self.stride,\n",
+     "schedule=self.schedule, cache_stride=None,\n",
+     ["tests/test_app.py"]),
+    ("headline-ratio-inverted", "core/figures.py",
+     'ratio = sum(r["baseline"] for r in rows) / max(1, sum(r["total"] for r in rows))',
+     'ratio = sum(r["total"] for r in rows) / max(1, sum(r["baseline"] for r in rows))', ["tests/test_views.py"]),
+    ("job-cancel-ignored", "core/jobs.py", "        if self._stop.is_set():\n            raise Cancelled(self.name)",
+     "        pass", ["tests/test_jobs.py"]),
+    ("pareto-keeps-dominated", "core/sweep.py", "front.append(not dominated.any())", "front.append(True)",
+     ["tests/test_sweep.py"]),
 ]
 
 
@@ -103,6 +114,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mutations"))
     args = ap.parse_args(argv)
     chosen = [m for m in MUTATIONS if not args.only or m[0] in args.only]
+    if not chosen:
+        print(f"error: no mutation named {args.only}; names: {', '.join(m[0] for m in MUTATIONS)}", file=sys.stderr)
+        return 2
+    for name, file, original, *_ in chosen:  # every mutation must apply before anything runs
+        if (ROOT / file).read_text().count(original) != 1:
+            print(f"error: mutation {name}: its text is not found exactly once in {file}", file=sys.stderr)
+            return 2
     # Control: the unmutated copy must pass every test file the mutations use, or a "kill" proves nothing.
     files = sorted({t for m in chosen for t in m[4]})
     control = run_one("control (no mutation)", "", "", "", files, timeout=args.timeout)
