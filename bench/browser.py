@@ -42,7 +42,11 @@ WATCH = """(next) => {
     if (!window.__marks.done && done)
       window.__marks.done = performance.now() - start;
   };
-  new MutationObserver(seen).observe(document.body, {childList: true, subtree: true, characterData: true});
+  // One observer at a time: an observer left from an earlier click would read the page on every change too,
+  // and each click would then be slower than the last.
+  if (window.__observer) window.__observer.disconnect();
+  window.__observer = new MutationObserver(seen);
+  window.__observer.observe(document.body, {childList: true, subtree: true, characterData: true});
 }"""
 
 

@@ -210,7 +210,7 @@ def _diff_text(d: dict, prefix: str = "") -> str:
     acc, fd, kid = d[prefix + "label_accuracy"], d[prefix + "fd_ratio"], d[prefix + "kid"]
     return (f"accuracy {_pct(acc['difference'])} points [{_pct(acc['lo'])}, {_pct(acc['hi'])}], "
             f"FD x{fd['ratio']:.3f} [{fd['lo']:.3f}, {fd['hi']:.3f}], "
-            f"KID {1000 * kid['difference']:+.2f}e-3 [{1000 * kid['lo']:+.2f}, {1000 * kid['hi']:+.2f}]")
+            f"KID {kid['difference']:+.2f} [{kid['lo']:+.2f}, {kid['hi']:+.2f}]")
 
 
 def _both(d: dict) -> str:
