@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 import time
 from dataclasses import replace
@@ -46,10 +45,10 @@ REPORTED = ("schedule", "stride", "gflops_per_image", "baseline_gflops_per_image
 
 def _sweep_row(sweep: list[dict], config, n: int, batch_size: int) -> dict | None:
     """The sweep's row for exactly this setting scored the same way (same n, seeds and sampling), if any."""
+    scored_as = {"n": n, "batch_size": batch_size}  # the run fields that are not decode settings
     for row in sweep:
         if (row["schedule"] == config.plan.text and row["stride"] == format_stride(config.cache_stride)
-                and row["n"] == n and row["batch_size"] == batch_size
-                and all(row[k] == getattr(config, k) for k in RUN_FIELDS if k not in ("n", "batch_size"))):
+                and all(row[k] == scored_as.get(k, getattr(config, k, None)) for k in RUN_FIELDS)):
             return row
     return None
 
@@ -67,10 +66,10 @@ def run_evaluations(pipe: Pipeline, n_per_class: int, batch_size: int, sweep: li
         print(f"{label:28s} acc {row['label_accuracy']:.3f} FD {row['fd']:7.2f} "
               f"{row['gflops_per_image']:.3f} GFLOPs ({row['flops_ratio']:.2f}x fewer) {time.perf_counter() - t0:.0f}s",
               flush=True)
-    return {"floor": floor_rows(pipe, n_per_class), "meta": {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "n_per_class": n_per_class,
-                     "cfg_scale": base.cfg_scale, "steps": base.steps, "seed": base.seed,
-                     "temperature": base.temperature, "choice_temperature": base.choice_temperature},
-            "rows": rows}
+    meta = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "n_per_class": n_per_class,
+            "cfg_scale": base.cfg_scale, "steps": base.steps, "seed": base.seed, "temperature": base.temperature,
+            "choice_temperature": base.choice_temperature}
+    return {"meta": meta, "floor": floor_rows(pipe, n_per_class), "rows": rows}
 
 
 def floor_rows(pipe: Pipeline, n_per_class: int) -> list[dict]:
@@ -184,7 +183,7 @@ def render(assets: Path, results: dict) -> str:
     last = metrics[-1]
     val = {k[7:]: v for k, v in last.items() if k.startswith("val_ce_")}
     meta, tm, tc = results["meta"], tok["metrics"], tr["train_config"]
-    floor = {r["label"].split(" ")[0]: r for r in results["floor"]}
+    real, recon = results["floor"]  # floor_rows' order
     base = next(r for r in results["rows"] if r["schedule"] == "L*12" and r["stride"] == "1")
     lines = [
         "# Model card: MaGNeTS Studio on Fashion-MNIST", "",
@@ -198,7 +197,7 @@ def render(assets: Path, results: dict) -> str:
         f"- Tokenizer, test split (28x28 crop): PSNR {tm['test_psnr_db']:.2f} dB, MSE {tm['test_mse']:.5f}, codebook "
         f"usage {tm['test_codebook_usage']:.1%}, perplexity {tm['test_perplexity']:.0f}.",
         f"- Evaluators' test accuracy: CNN {ev['metrics']['test_accuracy']:.2%}, MLP {ev2['metrics']['test_accuracy']:.2%}.",
-        "", f"The floor: {floor['real']['n']} test images ({meta['n_per_class']} per class) and the tokenizer's "
+        "", f"The floor: {real['n']} test images ({meta['n_per_class']} per class) and the tokenizer's "
         "reconstructions of them, scored like the samples below (95 % bootstrap intervals). No sampler on these "
         "tokens can beat the reconstructions.", "",
         f"| images | {QUALITY_HEADER[0]} |", f"|---|{QUALITY_HEADER[1]}",
@@ -209,7 +208,7 @@ def render(assets: Path, results: dict) -> str:
         f"AdamW lr {tc['lr']} ({tc['warmup_steps']} warmup steps, cosine to {tc['min_lr_ratio']} of it), label smoothing "
         f"{tc['label_smoothing']}, EMA {tc['ema_decay']}. Validation masked-token cross-entropy at step {last['step']}: "
         + ", ".join(f"{k} {v:.3f}" for k, v in val.items()) + ".",
-        *([f"", f"EMA: {tr['ema_repair']}."] if tr.get("ema_repair") else []), "",
+        *(["", f"EMA: {tr['ema_repair']}."] if tr.get("ema_repair") else []), "",
         "![training curves](training_curves.png)", "",
         "## Quality and compute", "",
         f"{meta['n_per_class'] * 10} samples per row ({meta['n_per_class']} per class, the same classes and seeds "
@@ -221,8 +220,8 @@ def render(assets: Path, results: dict) -> str:
         f"|---|---|---|---:|---:|{QUALITY_HEADER[1]}---:|",
         *[f"| {r['label']} | `{r['schedule']}` | {r['stride']} | {r['gflops_per_image']:.2f} | {r['flops_ratio']:.2f}x | "
           f"{_quality_cells(r)} | {r['wall_s']:.0f} s |" for r in results["rows"]], "",
-        f"The baseline's FD is {base['fd'] / floor['tokenizer']['fd']:.1f}x the floor's (CNN) and "
-        f"{base['mlp_fd'] / floor['tokenizer']['mlp_fd']:.1f}x (MLP) at this n.", "",
+        f"The baseline's FD is {base['fd'] / recon['fd']:.1f}x the floor's (CNN) and "
+        f"{base['mlp_fd'] / recon['mlp_fd']:.1f}x (MLP) at this n.", "",
         "Sample grids (one row per class: " + ", ".join(CLASS_NAMES) + "), same classes and seeds:", "",
         "| baseline (`L*12`, no cache) | magnets (`XS*2,S*2,M*3,L*5`, stride never) |", "|---|---|",
         "| ![baseline](samples_baseline.png) | ![magnets](samples_magnets.png) |", "",
@@ -265,8 +264,8 @@ def _video_section(assets: Path) -> list[str]:
     _, cfg, extra = load_checkpoint(assets / "video_transformer")
     lines = ["## Video model", "", f"{_nested(cfg)}; {cfg['frames']} frames x 64 tokens. Clips: {extra['clips']}. "
              f"Trained by `{extra.get('training_command', '')}`. Tuned decoding: {extra.get('tuned_decoding')}.", ""]
-    results = {p.stem: json.loads(p.read_text()) for p in sorted((ROOT / "bench" / "results" / "video").glob("*.json"))}
-    predict = [r for r in results.values() if r["task"] == "predict"]
+    results = [json.loads(p.read_text()) for p in sorted((ROOT / "bench" / "results" / "video").glob("*.json"))]
+    predict = [r for r in results if r["task"] == "predict"]
     if predict:
         r0 = predict[0]
         lines += [f"Frame prediction, `python -m core evaluate-video --task predict --n {r0['n']}` ({len(r0['psnr_model'])} "
@@ -280,7 +279,7 @@ def _video_section(assets: Path) -> list[str]:
         lines.append("| copy the last given frame | - | 0 | - | " + ", ".join(f"{v:.1f}" for v in r0["psnr_copy_last"])
                      + f" | {r0['psnr_copy_last_mean']:.2f} | {float(np.mean(r0['ssim_copy_last'])):.3f} |")
         lines.append("")
-    generate = [r for r in results.values() if r["task"] == "generate"]
+    generate = [r for r in results if r["task"] == "generate"]
     if generate:
         lines += [f"Class-conditional generation, `python -m core evaluate-video --task generate --n {generate[0]['n']}` "
                   "(the evaluator on each frame's cropped item, majority vote over the frames):", "",
@@ -310,15 +309,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     assets = Path(args.assets)
-    if Path(args.metrics).exists():
-        shutil.copyfile(args.metrics, assets / "training_metrics.jsonl")
-    results_path = assets / "eval_results.json"
     if args.floor_only:
         path = ROOT / "bench" / "results" / "floor.json"
         rows = floor_rows(Pipeline.load(assets, "cpu"), args.n_per_class)
         path.write_text(json.dumps({"n_per_class": args.n_per_class, "rows": rows}, indent=2) + "\n")
         print("\n".join(f"{r['label']}: {_quality_cells(r)}" for r in rows) + f"\nwrote {path}")
         return 0
+    if Path(args.metrics).exists():
+        shutil.copyfile(args.metrics, assets / "training_metrics.jsonl")
+    results_path = assets / "eval_results.json"
     if not args.render_only:
         pipe = Pipeline.load(assets, "cpu")
         sweep = read_rows(args.sweep) if Path(args.sweep).exists() else []

@@ -80,22 +80,23 @@ MUTATIONS = [
 ]
 
 
-def mutate(tree: Path, file: str, original: str, mutated: str) -> None:
-    path = tree / file
-    text = path.read_text()
+def mutated_text(root: Path, file: str, original: str, mutated: str) -> str:
+    """`file` under `root` with the mutation applied; refuses text that is not there exactly once."""
+    text = (root / file).read_text()
     if text.count(original) != 1:
-        raise RuntimeError(f"{file}: the text to mutate occurs {text.count(original)} times (expected once): "
-                           f"{original!r}")
-    path.write_text(text.replace(original, mutated))
+        raise ValueError(f"{file}: the text to mutate occurs {text.count(original)} times (expected once): "
+                         f"{original!r}")
+    return text.replace(original, mutated)
 
 
 def run_one(name, file, original, mutated, tests, timeout: float) -> dict:
+    """Run `tests` on a copy of the repository with the mutation applied (file None: the unmutated control)."""
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "repo"
         shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".git", "runs", "__pycache__", ".pytest_cache",
                                                                    "artifacts", ".gpu", "*.pyc"))
-        if original != mutated:
-            mutate(tree, file, original, mutated)
+        if file is not None:
+            (tree / file).write_text(mutated_text(tree, file, original, mutated))
         t0 = time.time()
         try:
             proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
@@ -117,13 +118,15 @@ def main(argv=None) -> int:
     if not chosen:
         print(f"error: no mutation named {args.only}; names: {', '.join(m[0] for m in MUTATIONS)}", file=sys.stderr)
         return 2
-    for name, file, original, *_ in chosen:  # every mutation must apply before anything runs
-        if (ROOT / file).read_text().count(original) != 1:
-            print(f"error: mutation {name}: its text is not found exactly once in {file}", file=sys.stderr)
+    for name, file, original, mutated, _ in chosen:  # every mutation must apply before anything runs
+        try:
+            mutated_text(ROOT, file, original, mutated)
+        except ValueError as exc:
+            print(f"error: mutation {name}: {exc}", file=sys.stderr)
             return 2
     # Control: the unmutated copy must pass every test file the mutations use, or a "kill" proves nothing.
     files = sorted({t for m in chosen for t in m[4]})
-    control = run_one("control (no mutation)", "", "", "", files, timeout=args.timeout)
+    control = run_one("control (no mutation)", None, None, None, files, timeout=args.timeout)
     print(f"control: {files} -> {control['outcome']} ({control['seconds']} s)", flush=True)
     if control["killed"]:
         print("error: the tests fail without any mutation; fix them first", file=sys.stderr)
@@ -136,7 +139,8 @@ def main(argv=None) -> int:
               f"{row['outcome']}", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "control": control, "rows": rows}, indent=2) + "\n")
+    record = {"date": time.strftime("%Y-%m-%d"), "control": control, "rows": rows}
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [f"{sum(r['killed'] for r in rows)} of {len(rows)} mutations killed "
              f"(`python bench/mutations.py`, {time.strftime('%Y-%m-%d')}). Control: the unmutated copy passes the "
              f"same test files ({control['outcome']}).", "",
