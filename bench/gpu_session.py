@@ -88,7 +88,6 @@ def run_bench(script: str, args: list[str], seconds: float, out: Path) -> None:
 
 
 def pack(results: Path, out: Path) -> None:
-    import torch
     from safetensors.torch import load_file, save_file
 
     for name in RUNS:

@@ -2,6 +2,8 @@
 diagram, quality over steps, the session's runs, training curves."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -10,6 +12,9 @@ from core.decode import StepRecord
 from core.pictures import SIZE_COLOURS, STATE_COLOURS, STATE_NAMES, grid_side
 from core.flops import COMPONENTS, pass_flops
 from core.nested import ModelConfig
+
+if TYPE_CHECKING:
+    from core.compare import Run
 
 def flops_rows(records: list[StepRecord], cfg: ModelConfig) -> list[dict]:
     """Per step and image: FLOPs by component, what the cache saved (the same sub-model on every position

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from core.checkpoint import CheckpointError, load_checkpoint
-from core.metrics import feature_stats, frechet_distance
 
 METRICS = ("label_accuracy", "fd", "kid")
 HIGHER_IS_BETTER = {"label_accuracy": True, "fd": False, "kid": False}

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from core.cache import KVCache
-from core.nested import ModelConfig, NestedTransformer, extract_submodel
+from core.nested import ModelConfig, extract_submodel
 
 
 @pytest.mark.parametrize("size", ["XS", "S", "M", "L"])

@@ -13,10 +13,10 @@ import torch
 
 from core.__main__ import main
 from core.data import procedural_dataset
-from core.decode import DecodeConfig, decode, generate
+from core.decode import DecodeConfig, decode
 from core.flops import flop_counter
 from core.nested import ModelConfig, NestedTransformer, extract_submodel
-from core.video import ClipConfig, MovingFashionMNIST, bounce, crop_items, locate_item, held_out_clips
+from core.video import ClipConfig, bounce, crop_items, held_out_clips, locate_item
 from core.video_eval import majority, prediction_scores, psnr
 from tests.test_data import _write_idx
 from tests.tiny_assets import make_tiny_assets
