@@ -71,6 +71,7 @@ class Scored:
         self._ref_cov = torch.from_numpy(self.ref.sigma)
         self._ref_trace = float(np.trace(self.ref.sigma))
         self._kid = None
+        self._draws: dict[tuple[int, int], dict[str, np.ndarray]] = {}  # a setting is compared many times
         if self.ref.kid_features is not None and n >= 2:
             real = self.ref.kid_features
             m = min(n, len(real))  # the reference is cut into subsets of the fake set's size (at most all of it)
@@ -109,10 +110,13 @@ class Scored:
         return {"kid": None, **out}
 
     def draws(self, reps: int, seed: int, chunk: int = 50) -> dict[str, np.ndarray]:
-        """Each metric on `reps` bootstrap resamples (the same resamples for the same n and seed)."""
-        counts = _resample_counts(len(self._f), reps, seed)
-        parts = [self._metrics(counts[i:i + chunk]) for i in range(0, reps, chunk)]  # bounded memory
-        return {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
+        """Each metric on `reps` bootstrap resamples (the same resamples for the same n and seed), computed once
+        per (reps, seed): every paired comparison and interval of a setting reads the same draws."""
+        if (reps, seed) not in self._draws:
+            counts = _resample_counts(len(self._f), reps, seed)
+            parts = [self._metrics(counts[i:i + chunk]) for i in range(0, reps, chunk)]  # bounded memory
+            self._draws[reps, seed] = {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
+        return self._draws[reps, seed]
 
     def intervals(self, reps: int = BOOTSTRAP, seed: int = 0) -> dict:
         """The point estimates with 95 % bootstrap intervals: {metric, metric_lo, metric_hi}. FD's resamples hold
