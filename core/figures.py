@@ -2,6 +2,8 @@
 diagram, quality over steps, the session's runs, training curves."""
 from __future__ import annotations
 
+import functools
+import json
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -203,54 +205,68 @@ def token_hover(records: list[StepRecord], upto: int, sample: int, mask_id: int,
     return state, size_index, conf, hover
 
 
-def decode_animation(records: list[StepRecord], previews: np.ndarray, mask_id: int, sizes: list[str],
-                     sample: int = 0, pace_ms: int = 300, frames: int = 1) -> go.Figure:
-    """The decode of one sample as an animation the browser plays at `pace_ms` per step (no server round trip):
-    the decoded preview beside the token grids (state, sub-model that committed each token, confidence of the
-    step's samples). Hovering any token tells its id, state, the step and sub-model that committed it and its
-    confidence. previews: (steps, H, W) uint8 pictures of the sample after each step."""
+@functools.lru_cache(maxsize=4)
+def _panel_layout_json(frames: int) -> str:
+    """The four panels' axes and titles (built once: make_subplots takes longer than the rest of the figure)."""
     from plotly.subplots import make_subplots
 
-    steps = []
-    for r in records:
-        state, size_index, conf, hover = token_hover(records, r.step, sample, mask_id, sizes)
-        grid = lambda v: token_grid(np.asarray(v), frames)  # noqa: E731
-        text = grid(np.array(hover, dtype=object))
-        steps.append([
-            go.Heatmap(z=previews[r.step], colorscale="gray", zmin=0, zmax=255, showscale=False, hoverinfo="skip"),
-            go.Heatmap(z=grid(state), text=text, hoverinfo="text", zmin=-0.5, zmax=len(STATE_NAMES) - 0.5,
-                       colorscale=_discrete_scale(STATE_COLOURS), showscale=False, xgap=1, ygap=1),
-            _size_heatmap(grid(size_index), text, len(sizes)),
-            go.Heatmap(z=grid(np.where(np.isfinite(conf), conf, np.nan)), text=text, hoverinfo="text",
-                       colorscale="Viridis", showscale=False, xgap=1, ygap=1),
-        ])
     titles = ("decoded (masked tokens previewed)", "token state", "sub-model that committed it",
               "confidence of the step's samples")
     # An image's panels stand side by side; a clip's (frames side by side) are wide, so they stack.
     cells = [(1, c) for c in range(1, 5)] if frames == 1 else [(r, 1) for r in range(1, 5)]
     fig = make_subplots(*cells[-1], subplot_titles=titles, horizontal_spacing=0.03, vertical_spacing=0.08,
                         column_widths=[1.3, 1, 1, 1] if frames == 1 else None)
-    for (row, col), trace in zip(cells, steps[-1]):
-        fig.add_trace(trace, row, col)
-    fig.frames = [go.Frame(data=data, name=str(k + 1), traces=[0, 1, 2, 3]) for k, data in enumerate(steps)]
-    play = dict(frame=dict(duration=pace_ms, redraw=True), transition=dict(duration=0), mode="immediate")
-    fig.update_layout(
-        height=300 if frames == 1 else 620, margin=dict(t=40, b=10, l=10, r=10),
-        updatemenus=[dict(type="buttons", direction="left", x=0, y=-0.08, xanchor="left", yanchor="top",
-                          buttons=[dict(label="▶ Play", method="animate", args=[[f.name for f in fig.frames], play]),
-                                   dict(label="❚❚", method="animate",
-                                        args=[[None], dict(frame=dict(duration=0), mode="immediate")])])],
-        sliders=[dict(active=len(steps) - 1, x=0.14, len=0.86, y=-0.02,
-                      currentvalue=dict(prefix="step ", xanchor="right"),
-                      steps=[dict(label=f.name, method="animate",
-                                  args=[[f.name], dict(mode="immediate", frame=dict(duration=0, redraw=True))])
-                             for f in fig.frames])])
     for i, (row, col) in enumerate(cells, start=1):
         fig.update_yaxes(autorange="reversed", showticklabels=False, showgrid=False, zeroline=False,
                          scaleanchor=f"x{i if i > 1 else ''}", row=row, col=col)
         fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, row=row, col=col)
-    fig.update_layout(plot_bgcolor="white")
-    return fig
+    return fig.layout.to_json()
+
+
+def _panel_layout(frames: int) -> dict:
+    return json.loads(_panel_layout_json(frames))
+
+
+def decode_animation(records: list[StepRecord], previews: np.ndarray, mask_id: int, sizes: list[str],
+                     sample: int = 0, pace_ms: int = 300, frames: int = 1) -> go.Figure:
+    """The decode of one sample as an animation the browser plays at `pace_ms` per step (no server round trip):
+    the decoded preview beside the token grids (state, sub-model that committed each token, confidence of the
+    step's samples). Hovering any token tells its id, state, the step and sub-model that committed it and its
+    confidence. previews: (steps, H, W) uint8 pictures of the sample after each step."""
+    # 4 traces x steps frames: plain dicts, not validated graph objects (validating them took the page longer
+    # than the decode itself).
+    steps = []
+    for r in records:
+        state, size_index, conf, hover = token_hover(records, r.step, sample, mask_id, sizes)
+        grid = lambda v: token_grid(np.asarray(v), frames)  # noqa: E731
+        text = grid(np.array(hover, dtype=object))
+        steps.append([
+            dict(type="heatmap", z=previews[r.step], colorscale="gray", zmin=0, zmax=255, showscale=False,
+                 hoverinfo="skip"),
+            _grid_heatmap(grid(state), text, _discrete_scale(STATE_COLOURS), len(STATE_NAMES)),
+            _size_heatmap(grid(size_index), text, len(sizes)),
+            dict(type="heatmap", z=grid(np.where(np.isfinite(conf), conf, np.nan)), text=text, hoverinfo="text",
+                 colorscale="Viridis", showscale=False, xgap=1, ygap=1),
+        ])
+    layout = _panel_layout(frames)
+    names = [str(k + 1) for k in range(len(steps))]
+    play = dict(frame=dict(duration=pace_ms, redraw=True), transition=dict(duration=0), mode="immediate")
+    layout.update(
+        height=300 if frames == 1 else 620, margin=dict(t=40, b=10, l=10, r=10), plot_bgcolor="white",
+        updatemenus=[dict(type="buttons", direction="left", x=0, y=-0.08, xanchor="left", yanchor="top",
+                          buttons=[dict(label="▶ Play", method="animate", args=[names, play]),
+                                   dict(label="❚❚", method="animate",
+                                        args=[[None], dict(frame=dict(duration=0), mode="immediate")])])],
+        sliders=[dict(active=len(steps) - 1, x=0.14, len=0.86, y=-0.02,
+                      currentvalue=dict(prefix="step ", xanchor="right"),
+                      steps=[dict(label=name, method="animate",
+                                  args=[[name], dict(mode="immediate", frame=dict(duration=0, redraw=True))])
+                             for name in names])])
+    axes = [dict(xaxis=f"x{i if i > 1 else ''}", yaxis=f"y{i if i > 1 else ''}") for i in range(1, 5)]
+    placed = [[trace | ax for trace, ax in zip(data, axes)] for data in steps]
+    return go.Figure(data=placed[-1], layout=layout,
+                     frames=[dict(data=data, name=name, traces=[0, 1, 2, 3]) for data, name in zip(placed, names)],
+                     _validate=False)
 
 
 def drift_figure(records: list[StepRecord], steps: int) -> go.Figure:
@@ -271,9 +287,14 @@ def drift_figure(records: list[StepRecord], steps: int) -> go.Figure:
     return fig
 
 
-def _size_heatmap(z: np.ndarray, text: np.ndarray, n_sizes: int) -> go.Heatmap:
-    return go.Heatmap(z=z, text=text, hoverinfo="text", zmin=-0.5, zmax=n_sizes - 0.5,
-                      colorscale=_discrete_scale(SIZE_COLOURS[:n_sizes]), showscale=False, xgap=1, ygap=1)
+def _grid_heatmap(z: np.ndarray, text: np.ndarray, colorscale: list, n_values: int) -> dict:
+    """A token grid of the integers 0..n_values-1 in discrete colours, with hover text per token."""
+    return dict(type="heatmap", z=z, text=text, hoverinfo="text", zmin=-0.5, zmax=n_values - 0.5,
+                colorscale=colorscale, showscale=False, xgap=1, ygap=1)
+
+
+def _size_heatmap(z: np.ndarray, text: np.ndarray, n_sizes: int) -> dict:
+    return _grid_heatmap(z, text, _discrete_scale(SIZE_COLOURS[:n_sizes]), n_sizes)
 
 
 def token_grid_figure(records: list[StepRecord], sample: int, mask_id: int, sizes: list[str],
