@@ -139,6 +139,17 @@ def mp4_bytes(frames, fps: float = 3) -> bytes:
     return iio.imwrite("<bytes>", stack, extension=".mp4", fps=fps, codec="libx264", macro_block_size=1)
 
 
+def mp4_unavailable() -> str | None:
+    """Why mp4_bytes cannot work here (no ffmpeg binary for imageio), or None: checked before offering the export."""
+    try:
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception as exc:  # noqa: BLE001 -- ImportError or RuntimeError, whichever the install lacks
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def png_bytes(picture: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(picture).save(buf, format="PNG")
