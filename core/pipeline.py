@@ -31,6 +31,15 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def server_threads() -> int:
+    """Torch threads for decodes inside a server process (the app): one core fewer than the machine has. The
+    server's own threads (websocket, serialisation) and, on a laptop, the browser need a core; a decode whose
+    threads share every core stalls at each op's barrier whenever one of them is descheduled. On 2 cores with the
+    browser beside it, 1 thread decoded the Generate page's default run in 280 ms, 2 threads in 470 ms
+    (bench/results/browser.md)."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 def load_transformer(stem: str | Path, device: str = "cpu") -> tuple[NestedTransformer, dict]:
     """(model in eval mode, the checkpoint's recorded extra: training details, tuned decoding defaults).
     A checkpoint of the first format (separate q/k/v) is converted on load."""

@@ -187,3 +187,28 @@ def test_settings_and_run_survive_a_visit_to_another_page():
     assert not at.exception, [e.value for e in at.exception]
     assert at.text_input(key="gen_schedule").value == "XS*2,L*2" and at.number_input(key="gen_steps").value == 4
     assert any(fingerprint in c.value for c in at.caption)
+
+
+def test_the_server_decodes_on_one_core_fewer_than_the_machine_has(monkeypatch):
+    """The app's decodes leave a core to the server's own threads (and a browser on the same machine): every
+    script thread after the model loads starts with that many torch threads."""
+    import threading
+
+    import torch
+
+    from pages import _widgets
+
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(5)  # what a thread would start with if the app did not choose
+    _widgets._load.clear()
+    try:
+        open_generate()
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))  # as a script thread starts
+        worker.start()
+        worker.join()
+        assert seen == [3]
+    finally:
+        _widgets._load.clear()
+        torch.set_num_threads(before)

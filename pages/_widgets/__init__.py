@@ -6,16 +6,18 @@ into a page, but it does not look into sub-folders, and the project layout has n
 from __future__ import annotations
 
 import streamlit as st
+import torch
 
 from core import pipeline as pipeline_module
 from core.checkpoint import CheckpointError
-from core.pipeline import Pipeline
+from core.pipeline import Pipeline, server_threads
 
 
 @st.cache_resource(show_spinner="Loading the model (once per server process) ...")
 def _load(assets: str) -> Pipeline:
     # One Pipeline per process, shared by every session. Sessions only read it (decode runs under no_grad and
     # keeps its state in local tensors), which is what makes sharing safe.
+    torch.set_num_threads(server_threads())  # every later script thread starts with this count
     return Pipeline.load(assets)
 
 
@@ -34,6 +36,7 @@ def load_pipeline() -> Pipeline | None:
 def _load_video(assets: str):
     from core.video_eval import VideoPipeline
 
+    torch.set_num_threads(server_threads())
     return VideoPipeline.load(assets)
 
 
