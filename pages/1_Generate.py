@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.decode import trace_json
 from core.figures import history_figure
-from core.pictures import animation_frames, gif_bytes, mp4_bytes, png_bytes
+from core.pictures import animation_frames, gif_bytes, mp4_bytes, mp4_unavailable, png_bytes
 from pages._widgets import device_caption, load_pipeline
 from pages._widgets.settings import settings_panel
 from pages._widgets.trace_view import Trace, final_images, run, show
@@ -29,66 +29,76 @@ except ValueError as exc:
     st.error(f"Cannot run with these settings: {exc}")
     st.stop()
 
-left, mid, right = st.columns([1, 2, 2])
-clicked = left.button("Generate", type="primary", key="gen_run")
-pace = mid.slider("Playback pace (ms per step)", 50, 1500, 300, 50, key="gen_pace",
-                  help="How fast ▶ Play steps through the run; the model has already finished it.")
-drift = right.checkbox("Measure cache drift", key="gen_drift",
-                       help="On every reuse step, also run a cache-free pass (not counted in the time) and show how "
-                            "far the cached logits are from it.")
-ss["gen_sample"] = min(ss.get("gen_sample", 1), settings.n)  # the batch may have shrunk since the last run
-sample = st.number_input("Sample shown", 1, settings.n, key="gen_sample") - 1 if settings.n > 1 else 0
-trace: Trace | None = ss.get("gen_trace")
+if from_link:  # a shared link runs its settings once, on the first load
+    ss["gen_run_from_link"] = True
 
-if clicked or from_link:
-    try:
-        trace = run(pipe, settings, config, measure_drift=drift)
-    except ValueError as exc:  # e.g. more steps than tokens to generate
-        st.error(f"Cannot run with these settings: {exc}")
-        st.stop()
-    trace.number = len(ss.setdefault("gen_history", [])) + 1
-    ss["gen_trace"] = trace
-    ss["gen_history"].append({
-        "gflops": sum(r.total_flops for r in trace.records) / 1e9, "quality": trace.p_class[-1],
-        "describe": f"{config.describe()} | {settings.cls} | seed {settings.seed}"})
 
-if trace is None:
-    st.info("Choose settings in the sidebar and press **Generate**; then press ▶ Play to watch the tokens fill in.")
-    st.stop()
-if trace.settings != settings:
-    st.caption("Showing the previous run; the settings have changed since. Press **Generate** to run them.")
-show(pipe, trace, min(sample, trace.previews.shape[1] - 1), pace)
-if drift and not any(r.drift for r in trace.records):
-    st.caption("No cache drift to show: " + ("every step of this run refreshed the cache."
-                                             if all(r.action == "refresh" for r in trace.records)
-                                             else "this run was made without measuring it; press **Generate**."))
+@st.fragment
+def run_and_show(settings, config) -> None:
+    """The run and everything drawn from it. A fragment: pressing Generate, or any control in here, reruns only
+    this part; the sidebar and the page above it are neither re-executed nor redrawn, which leaves the cores to the
+    decode and the browser little to do."""
+    left, mid, right = st.columns([1, 2, 2])
+    clicked = left.button("Generate", type="primary", key="gen_run")
+    pace = mid.slider("Playback pace (ms per step)", 50, 1500, 300, 50, key="gen_pace",
+                      help="How fast ▶ Play steps through the run; the model has already finished it.")
+    drift = right.checkbox("Measure cache drift", key="gen_drift",
+                           help="On every reuse step, also run a cache-free pass (not counted in the time) and show "
+                                "how far the cached logits are from it.")
+    ss["gen_sample"] = min(ss.get("gen_sample", 1), settings.n)  # the batch may have shrunk since the last run
+    sample = st.number_input("Sample shown", 1, settings.n, key="gen_sample") - 1 if settings.n > 1 else 0
+    trace: Trace | None = ss.get("gen_trace")
 
-st.subheader("Quality")
-if trace.score:
-    fd = "n/a (needs 2+ images)" if trace.score["fd"] is None else f"{trace.score['fd']:.1f}"
-    st.markdown(f"Label accuracy **{trace.score['label_accuracy']:.0%}** on {trace.score['n']} image(s) · "
-                f"FD to the test set {fd} (biased upward at small n)")
-st.plotly_chart(history_figure(ss["gen_history"]), key="gen_history_chart")
+    if clicked or ss.pop("gen_run_from_link", False):
+        try:
+            trace = run(pipe, settings, config, measure_drift=drift)
+        except ValueError as exc:  # e.g. more steps than tokens to generate
+            st.error(f"Cannot run with these settings: {exc}")
+            return
+        trace.number = len(ss.setdefault("gen_history", [])) + 1
+        ss["gen_trace"] = trace
+        ss["gen_history"].append({
+            "gflops": sum(r.total_flops for r in trace.records) / 1e9, "quality": trace.p_class[-1],
+            "describe": f"{config.describe()} | {settings.cls} | seed {settings.seed}"})
 
-st.subheader("Export")
-exports = trace.exports
-if not exports:
-    frames = animation_frames(trace.previews, trace.records, pipe.model.cfg.mask_id)
-    exports["gif"] = gif_bytes(frames)
-    try:
-        exports["mp4"] = mp4_bytes(frames)
-    except Exception as exc:  # noqa: BLE001 -- any ffmpeg failure: the other exports still work
-        exports["mp4_error"] = f"{type(exc).__name__}: {exc}"
-    exports["json"] = trace_json(trace.settings.decode_config(), trace.records, tokens=True,
-                                 extra={"settings": asdict(trace.settings)},
-                                 per_step=[{"p_class": p} for p in trace.p_class])
-    exports["png"] = png_bytes(final_images(trace))
-cols = st.columns(4)
-cols[0].download_button("GIF of the decoding", exports["gif"], "magnets.gif", "image/gif", key="gen_dl_gif")
-if "mp4" in exports:
-    cols[1].download_button("MP4 of the decoding", exports["mp4"], "magnets.mp4", "video/mp4", key="gen_dl_mp4")
-else:
-    cols[1].warning(f"MP4 export unavailable ({exports['mp4_error']}); the GIF has the same frames.")
-cols[2].download_button("Trace (JSON)", exports["json"], "magnets-trace.json", "application/json",
-                        key="gen_dl_json")
-cols[3].download_button("Image (PNG)", exports["png"], "magnets.png", "image/png", key="gen_dl_png")
+    if trace is None:
+        st.info("Choose settings in the sidebar and press **Generate**; then press ▶ Play to watch the tokens fill "
+                "in.")
+        return
+    if trace.settings != settings:
+        st.caption("Showing the previous run; the settings have changed since. Press **Generate** to run them.")
+    show(pipe, trace, min(sample, trace.previews.shape[1] - 1), pace)
+    if drift and not any(r.drift for r in trace.records):
+        st.caption("No cache drift to show: " + ("every step of this run refreshed the cache."
+                                                 if all(r.action == "refresh" for r in trace.records)
+                                                 else "this run was made without measuring it; press **Generate**."))
+
+    st.subheader("Quality")
+    if trace.score:
+        fd = "n/a (needs 2+ images)" if trace.score["fd"] is None else f"{trace.score['fd']:.1f}"
+        st.markdown(f"Label accuracy **{trace.score['label_accuracy']:.0%}** on {trace.score['n']} image(s) · "
+                    f"FD to the test set {fd} (biased upward at small n)")
+    st.plotly_chart(history_figure(ss["gen_history"]), key="gen_history_chart")
+
+    st.subheader("Export")
+    # Built when a button is pressed (the MP4 alone costs more than the decode), not on every rerun.
+    frames = lambda: animation_frames(trace.previews, trace.records, pipe.model.cfg.mask_id)  # noqa: E731
+    trace_export = lambda: trace_json(trace.settings.decode_config(), trace.records, tokens=True,  # noqa: E731
+                                      extra={"settings": asdict(trace.settings)},
+                                      per_step=[{"p_class": p} for p in trace.p_class])
+    cols = st.columns(4)
+    cols[0].download_button("GIF of the decoding", lambda: gif_bytes(frames()), "magnets.gif", "image/gif",
+                            key="gen_dl_gif", on_click="ignore")
+    mp4_missing = mp4_unavailable()
+    if mp4_missing is None:
+        cols[1].download_button("MP4 of the decoding", lambda: mp4_bytes(frames()), "magnets.mp4", "video/mp4",
+                                key="gen_dl_mp4", on_click="ignore")
+    else:
+        cols[1].warning(f"MP4 export unavailable ({mp4_missing}); the GIF has the same frames.")
+    cols[2].download_button("Trace (JSON)", trace_export, "magnets-trace.json", "application/json", key="gen_dl_json",
+                            on_click="ignore")
+    cols[3].download_button("Image (PNG)", lambda: png_bytes(final_images(trace)), "magnets.png", "image/png",
+                            key="gen_dl_png", on_click="ignore")
+
+
+run_and_show(settings, config)

@@ -34,7 +34,6 @@ class Trace:
     preview_time: float = 0.0  # seconds decoding and scoring the previews
     score: dict | None = None
     number: int = 0  # the session's run count when this run was made ("Run 3" on the page)
-    exports: dict = field(default_factory=dict)  # download payloads, built on first show
 
     @property
     def p_class(self) -> list[float]:
