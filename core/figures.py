@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import make_colorscale, sequential
 
 from core.cache import REFRESH
 from core.decode import StepRecord
@@ -205,6 +206,12 @@ def token_hover(records: list[StepRecord], upto: int, sample: int, mask_id: int,
     return state, size_index, conf, hover
 
 
+# Spelled out: the animation's traces skip plotly.py's validation, which is what turns a name such as "gray"
+# (unknown to plotly.js) into a scale.
+GRAY = [[0.0, "rgb(0,0,0)"], [1.0, "rgb(255,255,255)"]]
+VIRIDIS = make_colorscale(sequential.Viridis)
+
+
 @functools.lru_cache(maxsize=4)
 def _panel_layout_json(frames: int) -> str:
     """The four panels' axes and titles (built once: make_subplots takes longer than the rest of the figure)."""
@@ -241,12 +248,12 @@ def decode_animation(records: list[StepRecord], previews: np.ndarray, mask_id: i
         grid = lambda v: token_grid(np.asarray(v), frames)  # noqa: E731
         text = grid(np.array(hover, dtype=object))
         steps.append([
-            dict(type="heatmap", z=previews[r.step], colorscale="gray", zmin=0, zmax=255, showscale=False,
+            dict(type="heatmap", z=previews[r.step], colorscale=GRAY, zmin=0, zmax=255, showscale=False,
                  hoverinfo="skip"),
             _grid_heatmap(grid(state), text, _discrete_scale(STATE_COLOURS), len(STATE_NAMES)),
             _size_heatmap(grid(size_index), text, len(sizes)),
             dict(type="heatmap", z=grid(np.where(np.isfinite(conf), conf, np.nan)), text=text, hoverinfo="text",
-                 colorscale="Viridis", showscale=False, xgap=1, ygap=1),
+                 colorscale=VIRIDIS, showscale=False, xgap=1, ygap=1),
         ])
     layout = _panel_layout(frames)
     names = [str(k + 1) for k in range(len(steps))]

@@ -12,7 +12,7 @@ import pytest
 from core.decode import DecodeConfig, generate
 from core.app_settings import CLASS_CHOICES, Settings, apply_table_edits, matching_preset, planned_actions
 from core.decode import trace_json
-from core.figures import flops_figures, flops_headline, flops_rows, quality_figure, schedule_figure, training_figures
+from core.figures import decode_animation, flops_figures, flops_headline, flops_rows, quality_figure, schedule_figure, training_figures
 from core.metrics import step_quality
 from core.flops import sizes_table
 from core.pictures import animation_frames, committed_sizes, confidence_picture, gif_bytes, image_tile, mp4_bytes, png_bytes, size_picture, state_picture, token_states
@@ -110,6 +110,25 @@ def test_pictures_have_the_expected_shapes(tiny_model, run):
     assert image_tile(np.zeros((5, 28, 28), np.uint8), scale=2).shape == (2 * (2 * 29 + 1), 2 * (4 * 29 + 1), 3)
     fig = schedule_figure(("XS", "XS", "L"), ["refresh", "reuse", "refresh"], tiny_model.cfg)
     assert list(fig.data[0].y) == [8, 8, 64]
+
+
+def test_decode_animation_spells_out_its_colour_scales(tiny_model, run):
+    """The animation's traces skip plotly.py's validation, so a named scale would reach plotly.js as a name it may
+    not know (it drew the decoded preview in its default colours): every scale must be explicit, and the preview
+    runs from black to white."""
+    import plotly.io
+
+    _, result = run
+    previews = np.stack([np.full((28, 28), 40 * k, np.uint8) for k in range(len(result.records))])
+    spec = json.loads(plotly.io.to_json(decode_animation(result.records, previews, tiny_model.cfg.mask_id,
+                                                          ["XS", "S", "M", "L"]), validate=False))
+    traces = spec["data"] + [t for frame in spec["frames"] for t in frame["data"]]
+    assert len(traces) == 4 * (1 + len(result.records))
+    for trace in traces:
+        scale = trace["colorscale"]
+        assert isinstance(scale, list) and all(len(stop) == 2 for stop in scale), scale
+    preview = spec["data"][0]["colorscale"]
+    assert preview[0][1] == "rgb(0,0,0)" and preview[-1][1] == "rgb(255,255,255)"
 
 
 def test_exports(tiny_model, run):
