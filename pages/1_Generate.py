@@ -9,11 +9,11 @@ import streamlit as st
 from core.decode import trace_json
 from core.figures import history_figure
 from core.pictures import animation_frames, gif_bytes, mp4_bytes, mp4_unavailable, png_bytes
-from pages._widgets import device_caption, load_pipeline
+from pages._widgets import device_caption, load_pipeline, page_setup
 from pages._widgets.settings import settings_panel
 from pages._widgets.trace_view import Trace, final_images, run, show
 
-st.set_page_config(page_title="Generate · MaGNeTS Studio", layout="wide")
+page_setup("Generate")
 st.title("Generate")
 ss = st.session_state
 

@@ -11,9 +11,9 @@ from core.figures import training_figures
 from core.flops import sizes_table
 from core.pictures import image_tile
 from core.train import read_metrics
-from pages._widgets import device_caption, load_pipeline
+from pages._widgets import device_caption, load_pipeline, page_setup
 
-st.set_page_config(page_title="Model · MaGNeTS Studio", layout="wide")
+page_setup("Model")
 st.title("Model")
 pipe = load_pipeline()
 if pipe is None:

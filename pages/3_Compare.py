@@ -13,9 +13,9 @@ from core.data import CLASS_NAMES
 from core.decode import DecodeConfig
 from core.figures import steps_figure, sweep_figure, token_grid_figure
 from core.pictures import image_tile
-from pages._widgets import device_caption, load_pipeline
+from pages._widgets import device_caption, load_pipeline, page_setup
 
-st.set_page_config(page_title="Compare · MaGNeTS Studio", layout="wide")
+page_setup("Compare")
 st.title("Compare")
 ss = st.session_state
 P = "cmp_"

@@ -13,10 +13,10 @@ from core.schedule import PRESETS
 from core.search import resolve_budget, run_search
 from core.sweep import (COLUMN_NAMES, CSV_FIELDS, DEFAULT_STRIDES, METRICS, pareto_front, read_rows, run_sweep,
                         sweep_csv_path, sweep_items)
-from pages._widgets import device_caption, load_pipeline
+from pages._widgets import device_caption, load_pipeline, page_setup
 from pages._widgets.jobs import job_panel
 
-st.set_page_config(page_title="Sweep · MaGNeTS Studio", layout="wide")
+page_setup("Sweep")
 st.title("Sweep")
 ss = st.session_state
 P = "swp_"

@@ -18,9 +18,9 @@ from core.pictures import clip_frames, clip_gif, gif_bytes, mp4_bytes, mp4_unava
 from core.schedule import PRESETS, preset
 from core.video import held_out_clips
 from core.video_eval import clip_votes, majority, prediction_scores, test_split
-from pages._widgets import device_caption, load_video_pipeline
+from pages._widgets import device_caption, load_video_pipeline, page_setup
 
-st.set_page_config(page_title="Video · MaGNeTS Studio", layout="wide")
+page_setup("Video")
 st.title("Video")
 ss = st.session_state
 P = "vid_"

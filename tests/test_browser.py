@@ -96,8 +96,11 @@ def browser():
 
 def test_generate_page_end_to_end(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
-    page.goto(f"{server}/Generate", wait_until="networkidle")
+    page.goto(f"{server}/Generate", wait_until="networkidle")  # the fresh server's first URL names a page
     page.get_by_role("button", name="Generate").wait_for(timeout=60_000)
+    # app.py's navigation, not the pages/ folder's file list (which starts with "app"), even on this first visit
+    nav = [line for line in page.get_by_test_id("stSidebarNav").inner_text().splitlines() if line.strip()]
+    assert nav == ["Home", "Generate", "Video", "Compare", "Sweep", "Model"], nav
 
     fp1 = _run_and_wait(page, None)
     first = _headline(page)

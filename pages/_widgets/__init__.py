@@ -13,6 +13,27 @@ from core.checkpoint import CheckpointError
 from core.pipeline import Pipeline, server_threads
 
 
+_navigation_switched = False
+
+
+def page_setup(title: str) -> None:
+    """Every page's first call: app.py's navigation, then the page's title and wide layout.
+
+    A session whose first URL names a page (say /Generate) on a server that has not yet run app.py gets that file
+    run on its own, Streamlit's older pages/-folder mode. The sidebar then lists files ("app" first, in file
+    order) instead of app.py's pages, for every later session too. So such a run switches the server to app.py's
+    navigation and reruns; the rerun goes through app.py to the same page. Once per process: AppTest resets the
+    mode before every run, and a rerun on each would drop the widget event that started the run."""
+    global _navigation_switched
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory and not _navigation_switched:
+        _navigation_switched = True
+        PagesManager.uses_pages_directory = False  # what st.navigation sets once app.py has run
+        st.rerun()
+    st.set_page_config(page_title=f"{title} · MaGNeTS Studio", layout="wide")
+
+
 @st.cache_resource(show_spinner="Loading the model (once per server process) ...")
 def _load(assets: str) -> Pipeline:
     # One Pipeline per process, shared by every session. Sessions only read it (decode runs under no_grad and
