@@ -44,9 +44,12 @@ def main(argv=None) -> int:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{url}/Generate?{query}")
+            # The link runs its settings once (Run 1); the press of Generate is Run 2.
+            page.get_by_text(re.compile(r"Run 1 · Tokens fingerprint")).first.wait_for(timeout=180_000)
             page.get_by_role("button", name="Generate").click(timeout=120_000)
-            page.get_by_text(re.compile(r"Run \d+ · Tokens fingerprint")).first.wait_for(timeout=180_000)
+            page.get_by_text(re.compile(r"Run 2 · Tokens fingerprint")).first.wait_for(timeout=180_000)
             page.get_by_text("▶ Play").first.wait_for(timeout=60_000)
+            page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=60_000)  # the run has ended
             page.wait_for_timeout(1500)  # let the figures redraw
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=args.out)
