@@ -34,9 +34,8 @@ def default_device() -> str:
 def server_threads() -> int:
     """Torch threads for decodes inside a server process (the app): one core fewer than the machine has. The
     server's own threads (websocket, serialisation) and, on a laptop, the browser need a core; a decode whose
-    threads share every core stalls at each op's barrier whenever one of them is descheduled. On 2 cores with the
-    browser beside it, 1 thread decoded the Generate page's default run in 280 ms, 2 threads in 470 ms
-    (bench/results/browser.md)."""
+    threads share every core stalls at each op's barrier whenever one of them is descheduled: on 2 cores beside
+    the browser, the Generate page decoded about twice as slowly on 2 threads as on 1 (bench/browser.py)."""
     return max(1, (os.cpu_count() or 1) - 1)
 
 
