@@ -242,10 +242,10 @@ def decode_animation(records: list[StepRecord], previews: np.ndarray, mask_id: i
     confidence. previews: (steps, H, W) uint8 pictures of the sample after each step."""
     # 4 traces x steps frames: plain dicts, not validated graph objects (validating them took the page longer
     # than the decode itself).
+    grid = lambda v: token_grid(np.asarray(v), frames)  # noqa: E731
     steps = []
     for r in records:
         state, size_index, conf, hover = token_hover(records, r.step, sample, mask_id, sizes)
-        grid = lambda v: token_grid(np.asarray(v), frames)  # noqa: E731
         text = grid(np.array(hover, dtype=object))
         steps.append([
             dict(type="heatmap", z=previews[r.step], colorscale=GRAY, zmin=0, zmax=255, showscale=False,

@@ -2,6 +2,7 @@
 (state, sub-model, confidence), animation frames and exports, clip strips."""
 from __future__ import annotations
 
+import functools
 import io
 import math
 from pathlib import Path
@@ -139,6 +140,7 @@ def mp4_bytes(frames, fps: float = 3) -> bytes:
     return iio.imwrite("<bytes>", stack, extension=".mp4", fps=fps, codec="libx264", macro_block_size=1)
 
 
+@functools.cache  # what is installed does not change while a process runs; pages ask on every rerun
 def mp4_unavailable() -> str | None:
     """Why mp4_bytes cannot work here (no ffmpeg binary for imageio), or None: checked before offering the export."""
     try:

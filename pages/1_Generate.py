@@ -8,8 +8,8 @@ import streamlit as st
 
 from core.decode import trace_json
 from core.figures import history_figure
-from core.pictures import animation_frames, gif_bytes, mp4_bytes, mp4_unavailable, png_bytes
-from pages._widgets import device_caption, load_pipeline, page_setup
+from core.pictures import animation_frames, png_bytes
+from pages._widgets import animation_downloads, device_caption, load_pipeline, page_setup
 from pages._widgets.settings import settings_panel
 from pages._widgets.trace_view import Trace, final_images, run, show
 
@@ -81,20 +81,14 @@ def run_and_show(settings, config) -> None:
     st.plotly_chart(history_figure(ss["gen_history"]), key="gen_history_chart")
 
     st.subheader("Export")
-    # Built when a button is pressed (the MP4 alone costs more than the decode), not on every rerun.
-    frames = lambda: animation_frames(trace.previews, trace.records, pipe.model.cfg.mask_id)  # noqa: E731
+    # Built when a button is pressed, not on every rerun.
     trace_export = lambda: trace_json(trace.settings.decode_config(), trace.records, tokens=True,  # noqa: E731
                                       extra={"settings": asdict(trace.settings)},
                                       per_step=[{"p_class": p} for p in trace.p_class])
     cols = st.columns(4)
-    cols[0].download_button("GIF of the decoding", lambda: gif_bytes(frames()), "magnets.gif", "image/gif",
-                            key="gen_dl_gif", on_click="ignore")
-    mp4_missing = mp4_unavailable()
-    if mp4_missing is None:
-        cols[1].download_button("MP4 of the decoding", lambda: mp4_bytes(frames()), "magnets.mp4", "video/mp4",
-                                key="gen_dl_mp4", on_click="ignore")
-    else:
-        cols[1].warning(f"MP4 export unavailable ({mp4_missing}); the GIF has the same frames.")
+    animation_downloads(cols[0], cols[1], lambda: animation_frames(trace.previews, trace.records,
+                                                                   pipe.model.cfg.mask_id),
+                        "the decoding", "magnets", "gen_", fps=3)
     cols[2].download_button("Trace (JSON)", trace_export, "magnets-trace.json", "application/json", key="gen_dl_json",
                             on_click="ignore")
     cols[3].download_button("Image (PNG)", lambda: png_bytes(final_images(trace)), "magnets.png", "image/png",

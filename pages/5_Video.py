@@ -14,11 +14,11 @@ from core.app_settings import CHOICES, LIMITS, STRIDE_CHOICES, VideoSettings, si
 from core.data import CLASS_NAMES
 from core.decode import StepRecord
 from core.figures import decode_animation, flops_figures, flops_headline, flops_rows, psnr_figure
-from core.pictures import clip_frames, clip_gif, gif_bytes, mp4_bytes, mp4_unavailable, to_uint8
+from core.pictures import clip_frames, clip_gif, to_uint8
 from core.schedule import PRESETS, preset
 from core.video import held_out_clips
 from core.video_eval import clip_votes, majority, prediction_scores, test_split
-from pages._widgets import device_caption, load_video_pipeline, page_setup
+from pages._widgets import animation_downloads, device_caption, load_video_pipeline, page_setup
 
 page_setup("Video")
 st.title("Video")
@@ -174,13 +174,6 @@ c2.plotly_chart(cumulative, key=P + "cumulative")
 st.caption(f"Tokens fingerprint `{result.fingerprint()}`")
 
 st.subheader("Export")
-frames = lambda: clip_frames(result.frames, result.truth)  # noqa: E731 -- built when a button is pressed
 cols = st.columns(2)
-cols[0].download_button("GIF of the clips", lambda: gif_bytes(frames(), fps=4), "magnets-video.gif", "image/gif",
-                        key=P + "dl_gif", on_click="ignore")
-mp4_missing = mp4_unavailable()
-if mp4_missing is None:
-    cols[1].download_button("MP4 of the clips", lambda: mp4_bytes(frames(), fps=4), "magnets-video.mp4",
-                            "video/mp4", key=P + "dl_mp4", on_click="ignore")
-else:
-    cols[1].warning(f"MP4 export unavailable ({mp4_missing}); the GIF has the same frames.")
+animation_downloads(cols[0], cols[1], lambda: clip_frames(result.frames, result.truth), "the clips", "magnets-video",
+                    P, fps=4)

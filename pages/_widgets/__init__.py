@@ -10,6 +10,7 @@ import torch
 
 from core import pipeline as pipeline_module
 from core.checkpoint import CheckpointError
+from core.pictures import gif_bytes, mp4_bytes, mp4_unavailable
 from core.pipeline import Pipeline, server_threads
 
 
@@ -75,3 +76,16 @@ def load_video_pipeline():
 def device_caption(pipe) -> str:
     where = "GPU (CUDA)" if pipe.device.startswith("cuda") else "CPU"
     return f"Model runs on **{where}** · assets from `{pipe.assets}`"
+
+
+def animation_downloads(gif_col, mp4_col, frames, what: str, stem: str, key: str, fps: float) -> None:
+    """GIF and MP4 download buttons for the pictures `frames()` returns, encoded only when a button is pressed
+    (the MP4 alone costs more than a decode); where imageio has no ffmpeg, a warning instead of the MP4 button."""
+    gif_col.download_button(f"GIF of {what}", lambda: gif_bytes(frames(), fps=fps), f"{stem}.gif", "image/gif",
+                            key=key + "dl_gif", on_click="ignore")
+    missing = mp4_unavailable()
+    if missing is None:
+        mp4_col.download_button(f"MP4 of {what}", lambda: mp4_bytes(frames(), fps=fps), f"{stem}.mp4", "video/mp4",
+                                key=key + "dl_mp4", on_click="ignore")
+    else:
+        mp4_col.warning(f"MP4 export unavailable ({missing}); the GIF has the same frames.")
