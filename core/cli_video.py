@@ -3,9 +3,11 @@
     python -m core sample-video --task generate --class Trouser --n 8 --out clips.npz --gif clips.gif
     python -m core sample-video --task predict --n 8 --seed 3 --out pred.npz
     python -m core evaluate-video --task predict --n 200 --json pred.json
+    python -m core tune-video --task generate --cfg-values 1 2 3 5 8 --temperatures 0.85 1.0 --n 100 --write
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -70,11 +72,39 @@ def cmd_evaluate_video(args, argv) -> None:
                          data_dir=args.data_dir,
                          progress=lambda done, n: print(f"\r{done}/{n} clips", end="", file=sys.stderr, flush=True))
     print(file=sys.stderr)
-    text = json.dumps(row, indent=2)
-    print(text)
-    if args.json:
+    print(json.dumps({k: v for k, v in row.items() if not k.startswith("per_clip")}, indent=2))
+    if args.json:  # the per-clip values too, so that rows can be compared clip by clip
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+        Path(args.json).write_text(json.dumps(row, indent=2) + "\n")
+
+
+def cmd_tune_video(args, argv) -> None:
+    from core.checkpoint import update_extra
+    from core.evaluate import VALIDATION_SEED
+    from core.video_eval import TUNING_CRITERIA, VIDEO_STEM, tune_video
+
+    if args.cfg_values is None:
+        args.cfg_values = [1.0, 2.0, 3.0, 5.0, 8.0] if args.task == "generate" else [1.0]
+    for name, values in (("--cfg-values", args.cfg_values), ("--temperatures", args.temperatures)):
+        if any(not (v >= 0) or v != v for v in values):
+            raise ValueError(f"{name} must be numbers >= 0, got {values}")
+    pipe, config = _load(argparse.Namespace(**{**vars(args), "seed": VALIDATION_SEED, "cfg": None,
+                                               "temperature": None}))
+
+    def show(row):
+        print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
+
+    rows, chosen = tune_video(pipe, config, args.task, args.cfg_values, args.temperatures, n=args.n,
+                              batch_size=args.batch_size, data_dir=args.data_dir, on_row=show)
+    if args.write:
+        extra = pipe.card
+        update_extra(pipe.assets / VIDEO_STEM, {
+            "tuned_decoding": {**extra.get("tuned_decoding", {}), args.task: chosen},
+            "tuning": {**extra.get("tuning", {}), args.task: {
+                "criterion": "highest " + ", then ".join(TUNING_CRITERIA[args.task]), "schedule": config.plan.text,
+                "stride": args.cache_stride, "seed": VALIDATION_SEED, "rows": rows,
+                "command": "python -m core " + " ".join(argv)}}})
+    print(f"best for {args.task}: {chosen}" + (" (written to the checkpoint)" if args.write else ""))
 
 
 def _video_args(p) -> None:
@@ -101,3 +131,20 @@ def register(sub, subcommands: dict) -> None:
     p.add_argument("--batch-size", type=positive_int, default=50)
     p.add_argument("--json", type=output_file, default=None, help="also write the result here")
     subcommands["evaluate-video"] = cmd_evaluate_video
+
+    p = sub.add_parser("tune-video", conflict_handler="resolve",
+                       help="pick the guidance scale and temperature of a video task on validation seeds")
+    _video_args(p)
+    from core.cli_sweep import refuse
+    why = "tune-video tries every --cfg-values x --temperatures on the validation seeds (%s)"
+    p.add_argument("--seed", nargs="?", help=argparse.SUPPRESS, action=refuse(why % "seed 1,000,000"))
+    p.add_argument("--cfg", "--temperature", nargs="?", help=argparse.SUPPRESS,
+                   action=refuse(why % "give the values to try with --cfg-values and --temperatures"))
+    p.add_argument("--task", choices=["generate", "predict"], default="generate")
+    p.add_argument("--cfg-values", type=float, nargs="+", default=None,
+                   help="generate: guidance scales to try (default 1 2 3 5 8); predict takes none")
+    p.add_argument("--temperatures", type=float, nargs="+", default=[0.85, 1.0])
+    p.add_argument("--n", type=positive_int, default=100, help="clips per setting (generate: cycling the classes)")
+    p.add_argument("--batch-size", type=positive_int, default=50)
+    p.add_argument("--write", action="store_true", help="record the choice in the video checkpoint")
+    subcommands["tune-video"] = cmd_tune_video

@@ -18,15 +18,19 @@ import torch
 from core.cache import format_stride
 from core.data import load_fashion_mnist
 from core.decode import DecodeConfig, DecodeResult, generate
+from core.evaluate import VALIDATION_SEED
 from core.evaluator import FashionCNN, load_evaluator
 from core.metrics import class_probs
 from core.nested import NestedTransformer
 from core.pipeline import ASSETS, default_device, load_transformer
+from core.quality import mean_interval
 from core.tokenizer import VQTokenizer, load_tokenizer
 from core.video import ClipConfig, crop_items, decode_clips, encode_clips, held_out_clips
 
 VIDEO_STEM = "video_transformer"
 TASKS = ("generate", "predict")
+# What tuning maximises per task: generated clips must show their class; predicted frames must match the truth.
+TUNING_CRITERIA = {"generate": ("label_accuracy", "frame_accuracy"), "predict": ("psnr_model_mean",)}
 
 
 @dataclass
@@ -91,14 +95,22 @@ def ssim(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 
 
 def prediction_scores(frames: torch.Tensor, truth: torch.Tensor, given: int) -> dict:
-    """PSNR/SSIM of each predicted frame (mean over clips) and of copying the last given frame forward."""
+    """PSNR/SSIM of each predicted frame (mean over clips) and of copying the last given frame forward, with 95 %
+    bootstrap intervals over clips: of the mean PSNR, and of the model's gain over the copy at each frame position
+    (paired: the same clips). Per-clip PSNRs are kept so that rows can be compared clip by clip."""
     copy = truth[:, given - 1:given].expand_as(truth[:, given:])
-    out = {}
+    out, per_clip = {}, {}
     for name, guess in (("model", frames[:, given:]), ("copy_last", copy)):
-        out[f"psnr_{name}"] = psnr(guess, truth[:, given:]).mean(0).tolist()
+        per_clip[name] = psnr(guess, truth[:, given:]).double().numpy()
+        out[f"psnr_{name}"] = per_clip[name].mean(0).tolist()
         out[f"ssim_{name}"] = ssim(guess.contiguous(), truth[:, given:].contiguous()).mean(0).tolist()
     out["psnr_model_mean"] = float(np.mean(out["psnr_model"]))
     out["psnr_copy_last_mean"] = float(np.mean(out["psnr_copy_last"]))
+    out["psnr_model_mean_ci"] = mean_interval(per_clip["model"].mean(1)).tolist()
+    gain = per_clip["model"] - per_clip["copy_last"]
+    out["psnr_gain_over_copy"] = gain.mean(0).tolist()
+    out["psnr_gain_over_copy_ci"] = mean_interval(gain).T.tolist()  # per frame position: [lo, hi]
+    out["per_clip_psnr_model"] = per_clip["model"].round(4).tolist()
     return out
 
 
@@ -156,6 +168,53 @@ def evaluate_video(pipe: VideoPipeline, config: DecodeConfig, task: str, n: int 
         row.update(prediction_scores(frames, truth_all, pipe.clips.given_frames))
     else:
         votes = clip_votes(pipe.evaluator, frames, pipe.clips.item)
-        row["label_accuracy"] = float((majority(votes, num_classes) == np.array(labels_all)).mean())
-        row["frame_accuracy"] = float((votes == np.array(labels_all)[:, None]).mean())
+        correct = majority(votes, num_classes) == np.array(labels_all)
+        frame_correct = (votes == np.array(labels_all)[:, None]).mean(1)
+        row |= {"label_accuracy": float(correct.mean()), "label_accuracy_ci": mean_interval(correct).tolist(),
+                "frame_accuracy": float(frame_correct.mean()),
+                "frame_accuracy_ci": mean_interval(frame_correct).tolist(), "per_clip_correct": correct.astype(int).tolist()}
     return row
+
+
+def label_floor(pipe: VideoPipeline, n: int = 1000, seed: int = 0, data_dir=None) -> list[dict]:
+    """What generation's label accuracy can reach: test clips scored like generated ones, as they are and as the
+    tokenizer reconstructs them (no sampler on these tokens can beat the reconstructions)."""
+    images, labels = test_split(data_dir)
+    truth, y, _ = held_out_clips(images, labels, n, seed, pipe.clips)
+    with torch.no_grad():
+        recon = pipe.frames(encode_clips(pipe.tokenizer, truth.to(pipe.device)))
+    rows = []
+    for name, frames in (("real test clips", truth), ("tokenizer reconstructions (the floor)", recon)):
+        votes = clip_votes(pipe.evaluator, frames, pipe.clips.item)
+        correct = majority(votes, pipe.model.cfg.num_classes) == y.numpy()
+        frame_correct = (votes == y.numpy()[:, None]).mean(1)
+        rows.append({"label": name, "n": n, "seed": seed, "label_accuracy": float(correct.mean()),
+                     "label_accuracy_ci": mean_interval(correct).tolist(), "frame_accuracy": float(frame_correct.mean()),
+                     "frame_accuracy_ci": mean_interval(frame_correct).tolist()})
+    return rows
+
+
+def tune_video(pipe: VideoPipeline, config: DecodeConfig, task: str, cfg_values, temperatures, n: int = 100,
+               batch_size: int = 50, data_dir=None, on_row=None) -> tuple[list[dict], dict]:
+    """Score every guidance scale x temperature of `config` on the validation seeds (never the reported ones) and
+    return (rows, the best setting by TUNING_CRITERIA[task], ties broken by the next criterion, then by order).
+    Frame prediction decodes without a class, so guidance does not apply to it: its only knob here is the
+    temperature, and guidance values other than 1 are refused rather than silently ignored."""
+    if task not in TASKS:
+        raise ValueError(f"task {task!r} is unknown; choose one of: {', '.join(TASKS)}")
+    if task == "predict" and any(w != 1.0 for w in cfg_values):
+        raise ValueError("--cfg-values does not apply to --task predict: frame prediction decodes without a class, "
+                         "so there is no guidance to tune; tune --temperatures only")
+    rows = []
+    for w in cfg_values:
+        for t in temperatures:
+            trial = replace(config, cfg_scale=w, temperature=t, seed=VALIDATION_SEED)
+            result = evaluate_video(pipe, trial, task, n=n, seed=VALIDATION_SEED, batch_size=batch_size,
+                                    data_dir=data_dir)
+            row = {"cfg_scale": w, "temperature": t, "n": n} | {k: result[k] for k in TUNING_CRITERIA[task]}
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    best = max(rows, key=lambda r: tuple(r[k] for k in TUNING_CRITERIA[task]))
+    chosen = {"temperature": best["temperature"]} | ({"cfg_scale": best["cfg_scale"]} if task == "generate" else {})
+    return rows, chosen

@@ -80,6 +80,10 @@ CASES = [
     (["sample-video"], "--out"),
     (["evaluate-video", "--n", "0"], "--n"),
     (["evaluate-video", "--task", "other"], "--task"),
+    (["tune-video", "--seed", "3"], "--seed"),
+    (["tune-video", "--cfg", "2"], "--cfg"),
+    (["tune-video", "--temperatures", "-1"], "--temperatures"),
+    (["tune-video", "--task", "predict", "--cfg-values", "2", "--threads", "1"], "--cfg-values"),
     (["no-such-command"], "no-such-command"),
 ]
 

@@ -123,6 +123,14 @@ def test_psnr_and_scores_against_copy_last():
     assert len(scores["psnr_model"]) == 3 and len(scores["psnr_copy_last"]) == 3
     copy = truth[:, :1].expand(-1, 3, -1, -1)
     assert scores["psnr_copy_last"][0] == pytest.approx(float(psnr(copy[:, :1], truth[:, 1:2]).mean()), rel=1e-5)
+    # The gain over the copy is paired per clip and frame; its intervals hold it, one per predicted frame.
+    gain = [float((psnr(noisy[:, k:k + 1], truth[:, k:k + 1]) - psnr(truth[:, :1], truth[:, k:k + 1])).mean())
+            for k in (1, 2, 3)]
+    assert scores["psnr_gain_over_copy"] == pytest.approx(gain, rel=1e-4)
+    assert len(scores["psnr_gain_over_copy_ci"]) == 3
+    assert all(lo <= g <= hi for g, (lo, hi) in zip(gain, scores["psnr_gain_over_copy_ci"]))
+    lo, hi = scores["psnr_model_mean_ci"]
+    assert lo <= scores["psnr_model_mean"] <= hi and len(scores["per_clip_psnr_model"]) == 3
     assert majority(np.array([[1, 2, 2, 0], [3, 3, 1, 1]])).tolist() == [2, 1]
 
 
@@ -190,6 +198,61 @@ def test_evaluate_video_reports_both_tasks(video_assets, tmp_path, monkeypatch, 
             assert len(row["psnr_model"]) == 3 == len(row["ssim_copy_last"])
         else:
             assert 0 <= row["label_accuracy"] <= 1
+
+
+def test_tune_video_picks_the_best_on_validation_seeds_only(monkeypatch):
+    import core.video_eval as video_eval
+
+    seen = []
+    scores = {(1.0, 1.0): (0.2, 0.3), (1.0, 0.5): (0.1, 0.2), (3.0, 1.0): (0.5, 0.4), (3.0, 0.5): (0.3, 0.3),
+              (5.0, 1.0): (0.5, 0.45), (5.0, 0.5): (0.1, 0.9)}
+
+    def fake_evaluate(pipe, config, task, n, seed, batch_size, data_dir):
+        seen.append((config.seed, seed))
+        acc, frame = scores[(config.cfg_scale, config.temperature)]
+        return {"label_accuracy": acc, "frame_accuracy": frame}
+
+    monkeypatch.setattr(video_eval, "evaluate_video", fake_evaluate)
+    rows, chosen = video_eval.tune_video(None, DecodeConfig(seed=0), "generate", [1.0, 3.0, 5.0], [1.0, 0.5], n=7)
+    assert [(r["cfg_scale"], r["temperature"]) for r in rows] == list(scores)  # every setting, guidance-major
+    assert all(r["n"] == 7 for r in rows)
+    assert chosen == {"cfg_scale": 5.0, "temperature": 1.0}  # accuracy ties at 0.5: the frame accuracy decides
+    assert set(seen) == {(video_eval.VALIDATION_SEED, video_eval.VALIDATION_SEED)}  # never the reported seeds
+    with pytest.raises(ValueError, match="--cfg-values"):
+        video_eval.tune_video(None, DecodeConfig(), "predict", [2.0], [1.0])
+
+
+def test_label_floor_scores_real_and_reconstructed_test_clips(video_assets, monkeypatch):
+    from core.video_eval import VideoPipeline, label_floor
+
+    assets, data = video_assets
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(data))
+    rows = label_floor(VideoPipeline.load(assets, "cpu"), n=6, seed=2)
+    assert [r["label"].split()[0] for r in rows] == ["real", "tokenizer"] and all(r["n"] == 6 for r in rows)
+    for r in rows:
+        lo, hi = r["label_accuracy_ci"]
+        assert lo <= r["label_accuracy"] <= hi and 0 <= lo and hi <= 1
+
+
+def test_tune_video_writes_one_task_and_keeps_the_other(video_assets, tmp_path, monkeypatch, capsys):
+    from core.checkpoint import load_checkpoint, update_extra
+
+    src, data = video_assets
+    assets = tmp_path / "assets"
+    shutil.copytree(src, assets)
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(data))
+    update_extra(assets / "video_transformer", {"tuned_decoding": {"predict": {"temperature": 0.7}}})
+    args = ["tune-video", "--assets", str(assets), "--task", "generate", "--cfg-values", "1", "4", "--temperatures",
+            "1.0", "--n", "4", "--batch-size", "2", "--steps", "4", "--schedule", "XS*2,L*2", "--threads", "1",
+            "--write"]
+    assert main(args) == 0
+    _, _, extra = load_checkpoint(assets / "video_transformer")  # re-signed: the manifest still verifies
+    rows = extra["tuning"]["generate"]["rows"]
+    assert [r["cfg_scale"] for r in rows] == [1.0, 4.0] and all(r["n"] == 4 for r in rows)
+    best = max(rows, key=lambda r: (r["label_accuracy"], r["frame_accuracy"]))
+    assert extra["tuned_decoding"] == {"predict": {"temperature": 0.7},
+                                       "generate": {"cfg_scale": best["cfg_scale"], "temperature": 1.0}}
+    assert "best for generate" in capsys.readouterr().out
 
 
 @pytest.fixture
