@@ -136,6 +136,14 @@ def _resample_counts(n: int, reps: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(rng.multinomial(n, np.full(n, 1 / n), size=reps).astype(np.float64))
 
 
+def mean_interval(values, reps: int = BOOTSTRAP, seed: int = 0) -> np.ndarray:
+    """95 % bootstrap interval of the mean of per-sample values: (2,) for values (n,), (2, k) for each column of
+    (n, k). Paired differences are the interval of the per-sample differences' mean."""
+    v = torch.as_tensor(np.asarray(values, dtype=np.float64))
+    means = _resample_counts(len(v), reps, seed) @ v / len(v)
+    return np.percentile(means.numpy(), [2.5, 97.5], axis=0)
+
+
 def paired_difference(a: Scored, b: Scored, metric: str, reps: int = BOOTSTRAP, seed: int = 0) -> dict:
     """metric(a) - metric(b) with a 95 % interval from resampling the same sample indices of both (the settings
     were decoded for the same classes and seeds), and whether the interval excludes 0."""

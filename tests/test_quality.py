@@ -1,5 +1,6 @@
 """Quality with intervals (core/quality.py) against references written from the definitions."""
 import numpy as np
+import pytest
 import torch
 
 from core.metrics import feature_stats, frechet_distance
@@ -52,3 +53,15 @@ def test_paired_difference_sees_a_shift_and_not_noise():
     assert paired_difference(shifted, base, "kid", reps=300)["difference"] > 0
     same = paired_difference(noisy, base, "fd", reps=300)
     assert not same["excludes_zero"] and abs(same["difference"]) < 0.05
+
+
+def test_mean_interval_is_the_spread_of_resampled_means():
+    from core.quality import mean_interval
+
+    assert mean_interval(np.full(50, 0.3)) == pytest.approx([0.3, 0.3])
+    coin = np.random.default_rng(0).integers(0, 2, 400)
+    lo, hi = mean_interval(coin)
+    half = 1.96 * np.sqrt(coin.mean() * (1 - coin.mean()) / len(coin))  # the normal approximation
+    assert lo < coin.mean() < hi and (hi - lo) / 2 == pytest.approx(half, rel=0.15)
+    cols = mean_interval(np.stack([coin, np.full(400, 2.0)], 1))
+    assert cols.shape == (2, 2) and cols[:, 1] == pytest.approx([2.0, 2.0])
