@@ -257,36 +257,65 @@ def _ablation_section(assets: Path) -> list[str]:
             *[f"| {r['name']} | {r['gflops_per_image']:.2f} | {_quality_cells(r)} |" for r in rows], ""]
 
 
+VIDEO_ROWS = ("baseline", "magnets", "magnets_stride2", "decreasing")  # bench/results/video/<task>_<row>.json
+
+
+def _interval(lo_hi, fmt: str) -> str:
+    return f"[{fmt.format(lo_hi[0])}, {fmt.format(lo_hi[1])}]"
+
+
 def _video_section(assets: Path) -> list[str]:
-    """The video model: what it is, how it was trained, and `evaluate-video` results (bench/results/video)."""
+    """The video model: what it is, how it was trained and tuned, and `evaluate-video` results (bench/results/video)
+    with 95 % bootstrap intervals over clips."""
     if not (assets / "video_transformer.json").exists():
         return []
     _, cfg, extra = load_checkpoint(assets / "video_transformer")
     lines = ["## Video model", "", f"{_nested(cfg)}; {cfg['frames']} frames x 64 tokens. Clips: {extra['clips']}. "
              f"Trained by `{extra.get('training_command', '')}`. Tuned decoding: {extra.get('tuned_decoding')}.", ""]
-    results = [json.loads(p.read_text()) for p in sorted((ROOT / "bench" / "results" / "video").glob("*.json"))]
+    folder = ROOT / "bench" / "results" / "video"
+    results = [json.loads((folder / f"{task}_{row}.json").read_text()) for task in ("predict", "generate")
+               for row in VIDEO_ROWS if (folder / f"{task}_{row}.json").exists()]
     predict = [r for r in results if r["task"] == "predict"]
     if predict:
         r0 = predict[0]
         lines += [f"Frame prediction, `python -m core evaluate-video --task predict --n {r0['n']}` ({len(r0['psnr_model'])} "
-                  "frames predicted from the given ones; PSNR in dB per predicted frame, mean over clips):", "",
-                  "| schedule | stride | GFLOPs/clip | fewer FLOPs | PSNR per frame | mean PSNR | mean SSIM |",
-                  "|---|---|---:|---:|---|---:|---:|"]
+                  "frames predicted from the given ones; PSNR in dB per predicted frame, mean over clips; the gain "
+                  "over copying the last given frame is paired per clip, with its 95 % interval per frame):", "",
+                  "| schedule | stride | GFLOPs/clip | fewer FLOPs | PSNR per frame | mean PSNR | mean SSIM | gain over "
+                  "the copy per frame |", "|---|---|---:|---:|---|---:|---:|---|"]
         for r in predict:
+            gain = ", ".join(f"{g:+.1f} {_interval(ci, '{:+.1f}')}" for g, ci in zip(r["psnr_gain_over_copy"],
+                                                                              r["psnr_gain_over_copy_ci"]))
             lines.append(f"| `{r['schedule']}` | {r['stride']} | {r['gflops_per_clip']:.2f} | {r['flops_ratio']:.2f}x | "
-                         + ", ".join(f"{v:.1f}" for v in r["psnr_model"]) + f" | {r['psnr_model_mean']:.2f} | "
-                         f"{float(np.mean(r['ssim_model'])):.3f} |")
+                         + ", ".join(f"{v:.1f}" for v in r["psnr_model"]) + f" | {r['psnr_model_mean']:.2f} "
+                         f"{_interval(r['psnr_model_mean_ci'], '{:.2f}')} | {float(np.mean(r['ssim_model'])):.3f} | {gain} |")
         lines.append("| copy the last given frame | - | 0 | - | " + ", ".join(f"{v:.1f}" for v in r0["psnr_copy_last"])
-                     + f" | {r0['psnr_copy_last_mean']:.2f} | {float(np.mean(r0['ssim_copy_last'])):.3f} |")
+                     + f" | {r0['psnr_copy_last_mean']:.2f} | {float(np.mean(r0['ssim_copy_last'])):.3f} | |")
         lines.append("")
     generate = [r for r in results if r["task"] == "generate"]
     if generate:
         lines += [f"Class-conditional generation, `python -m core evaluate-video --task generate --n {generate[0]['n']}` "
-                  "(the evaluator on each frame's cropped item, majority vote over the frames):", "",
+                  "(the evaluator on each frame's cropped item, majority vote over the frames; 95 % intervals over "
+                  "clips):", "",
                   "| schedule | stride | GFLOPs/clip | fewer FLOPs | clip label accuracy | frame accuracy |",
                   "|---|---|---:|---:|---:|---:|",
                   *[f"| `{r['schedule']}` | {r['stride']} | {r['gflops_per_clip']:.2f} | {r['flops_ratio']:.2f}x | "
-                    f"{r['label_accuracy']:.1%} | {r['frame_accuracy']:.1%} |" for r in generate], ""]
+                    f"{r['label_accuracy']:.1%} {_interval(r['label_accuracy_ci'], '{:.1%}')} | {r['frame_accuracy']:.1%} "
+                    f"{_interval(r['frame_accuracy_ci'], '{:.1%}')} |" for r in generate]]
+        if (folder / "generate_floor.json").exists():
+            lines += [f"| {r['label']} ({r['n']}) | - | - | - | {r['label_accuracy']:.1%} "
+                      f"{_interval(r['label_accuracy_ci'], '{:.1%}')} | {r['frame_accuracy']:.1%} "
+                      f"{_interval(r['frame_accuracy_ci'], '{:.1%}')} |"
+                      for r in json.loads((folder / "generate_floor.json").read_text())["rows"]]
+        lines.append("")
+    for task, t in extra.get("tuning", {}).items():
+        metrics = [k for k in t["rows"][0] if k not in ("cfg_scale", "temperature", "n")]
+        lines += [f"Decoding for {task} chosen by `{t['command']}` ({t['criterion']}; schedule `{t['schedule']}`, "
+                  f"stride {t['stride']}, validation seed {t['seed']}, not the reported seeds): "
+                  f"{extra['tuned_decoding'][task]}.", "",
+                  "| guidance | temperature | " + " | ".join(metrics) + " | n |", "|---:|---:|" + "---:|" * (len(metrics) + 1),
+                  *[f"| {r['cfg_scale']} | {r['temperature']} | " + " | ".join(f"{r[k]:.3f}" for k in metrics)
+                    + f" | {r['n']} |" for r in t["rows"]], ""]
     gifs = [g for g in ("video_predict.gif", "video_generate.gif") if (assets / g).exists()]
     if gifs:
         lines += ["Sample clips (`python -m core sample-video ... --gif`): " + " ".join(f"![{g}]({g})" for g in gifs), ""]
