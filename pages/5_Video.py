@@ -54,8 +54,10 @@ def _current() -> VideoSettings:
 
 
 if P + "saved" not in ss:  # first visit: from the link (or the model's tuned defaults)
-    tuned = pipe.default_config("predict")
-    base = VideoSettings(cfg=tuned.cfg_scale, temperature=tuned.temperature)
+    # Guidance applies to generation only, so it starts at generation's tuned value; the temperature at the tuned
+    # value of the task the page opens on.
+    base = VideoSettings(cfg=pipe.default_config("generate").cfg_scale,
+                         temperature=pipe.default_config(VideoSettings.task).temperature)
     link_settings, link_errors = VideoSettings.from_query(st.query_params.to_dict(), base)
     ss[P + "from_link"] = bool(set(st.query_params.to_dict()) & set(VideoSettings.__dataclass_fields__))
     ss[P + "link"] = (link_settings, link_errors)

@@ -275,6 +275,26 @@ def video_page(video_assets, monkeypatch):
     return open_page
 
 
+def test_video_page_starts_from_each_tasks_tuned_decoding(video_assets, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    import core.pipeline
+    from core.checkpoint import update_extra
+
+    src, data = video_assets
+    assets = tmp_path / "assets"
+    shutil.copytree(src, assets)
+    update_extra(assets / "video_transformer", {"tuned_decoding": {"generate": {"cfg_scale": 3.5, "temperature": 1.0},
+                                                                   "predict": {"temperature": 0.8}}})
+    monkeypatch.setattr(core.pipeline, "ASSETS", assets)
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(data))
+    at = AppTest.from_file(str(ROOT / "pages" / "5_Video.py"), default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.radio(key="vid_task").value == "predict"
+    assert at.number_input(key="vid_cfg").value == 3.5  # guidance is generation's: its tuned value
+    assert at.number_input(key="vid_temperature").value == 0.8  # the task the page opens on
+
+
 def _result(at):
     assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
     return at.session_state["vid_result"]
