@@ -1,13 +1,18 @@
 """Everything this project asks of a lent GPU, as one prepared command that ends within a time budget.
 
     python bench/gpu_session.py --data-dir .gpu/fashion-mnist --out "$OUT" --budget 570
+    # continue the runs an earlier session brought back (unpacked to runs/gpu_results, carried to the machine):
+    python bench/gpu_session.py --data-dir .gpu/fashion-mnist --out "$OUT" --budget 570 --resume-from runs/gpu_results
+    # or on the CPU: copy runs/gpu_results/video_cpu_recipe.run to runs/video_cpu_recipe and `train-video ... --resume`
 
 1. Probe: every training run for a few steps at once, to measure its throughput while they share the GPU.
 2. Train the runs at once, each with a horizon (--steps) fixed from the probe so that it ends in the time left
-   for training; the horizon is recorded in each checkpoint, so `--resume` on any machine continues it.
+   for training; the horizon is recorded in each checkpoint, so `--resume` on any machine continues it. A run whose
+   state an earlier session brought back (--resume-from) continues from it, with its own horizon.
 3. Measure training throughput and decode speed alone on the GPU (bench/train_speed.py, bench/decode_speed.py).
-4. Pack the exported weights, metrics and benchmark results into <= 15 MiB parts under --out (the device tool
-   brings back at most 8 files of 16 MiB): `cat gpu_results.tar.part* | tar x` unpacks them.
+4. Pack the exported weights, metrics and benchmark results, and the whole training state of the RESUMABLE runs,
+   into <= 15 MiB parts under --out (the device tool brings back at most 8 files of 16 MiB):
+   `cat gpu_results.tar.part* | tar x` unpacks them.
 
 Needs only torch, numpy, safetensors and tqdm (no plotly, no streamlit).
 """
@@ -39,6 +44,10 @@ RUNS = {
     "video": ("train-video", ["--dim", "256", "--batch-size", "128", "--lr", "1e-3", "--warmup-steps", "200"]),
 }
 HALF = {"image_nodistill", "video"}  # brought back in float16 to fit the transfer limit (weights only)
+# Runs whose whole training state (weights, EMA, optimizer; ~28 MB) comes back too, so that a CPU, or the next lent
+# GPU (--resume-from), continues the same fixed-horizon run instead of starting it again. The image runs' states
+# (~105 MB each) do not fit the transfer limit beside everything else.
+RESUMABLE = ("video_cpu_recipe",)
 
 
 def log(msg: str) -> None:
@@ -49,9 +58,9 @@ def flags(name: str, extra: list[str]) -> list[str]:
     return RUNS[name][1] + extra  # later flags win: --extra-flags can shrink every run for a dry run
 
 
-def launch(name: str, steps: int, folder: Path, args, log_every: int) -> subprocess.Popen:
+def launch(name: str, steps: int, folder: Path, args, log_every: int, resume: bool = False) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "core", RUNS[name][0], *flags(name, args.extra_flags), "--steps", str(steps),
-           "--out", str(folder), "--data-dir", args.data_dir, "--device", args.device, "--checkpoint-every", "100",
+           *(["--resume"] if resume else []), "--out", str(folder), "--data-dir", args.data_dir, "--device", args.device, "--checkpoint-every", "100",
            "--val-every", "200", "--log-every", str(log_every)]
     folder.mkdir(parents=True, exist_ok=True)
     out = open(folder / "stdout.txt", "w")
@@ -108,6 +117,13 @@ def pack(results: Path, out: Path) -> None:
         for f in ("metrics.jsonl", "stdout.txt"):
             if (WORK / name / f).exists():
                 shutil.copy(WORK / name / f, results / f"{name}.{f}")
+    for name in RESUMABLE:
+        if (WORK / name / "last.safetensors").exists():
+            run = results / f"{name}.run"
+            run.mkdir()
+            for f in ("last.safetensors", "last.json", "metrics.jsonl"):
+                if (WORK / name / f).exists():
+                    shutil.copy(WORK / name / f, run / f)
     archive = WORK / "gpu_results.tar"
     with tarfile.open(archive, "w") as tar:
         tar.add(results, arcname="gpu_results")
@@ -127,6 +143,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", nargs="+", default=list(RUNS))
     ap.add_argument("--min-steps", type=int, default=200)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--resume-from", default=None, help="a gpu_results folder of an earlier session: its <run>.run "
+                    "states are continued, not restarted")
     ap.add_argument("--extra-flags", nargs=argparse.REMAINDER, default=[], help="appended to every run (last)")
     args = ap.parse_args(argv)
     t_start = time.time()
@@ -148,20 +166,27 @@ def main(argv=None) -> int:
     log(f"probe rates (steps/s, sharing the GPU): {rates}")
 
     train_seconds = args.budget - args.bench_seconds - (time.time() - t_start) - 25  # 25: start-up and export
-    steps = {n: FIXED_STEPS.get(n) or max(args.min_steps, int(r * train_seconds * 0.9) // 100 * 100)
+    resumed = {n: Path(args.resume_from) / f"{n}.run" for n in rates
+               if args.resume_from and (Path(args.resume_from) / f"{n}.run" / "last.safetensors").exists()}
+    steps = {n: json.loads((resumed[n] / "last.json").read_text())["extra"]["train_config"]["steps"] if n in resumed
+             else FIXED_STEPS.get(n) or max(args.min_steps, int(r * train_seconds * 0.9) // 100 * 100)
              for n, r in rates.items()}
+    log(f"continuing {sorted(resumed)} from {args.resume_from}" if resumed else "every run starts at step 0")
     log(f"training {steps} in {train_seconds:.0f} s")
     procs = {}
     for n in steps:
         folder = WORK / n
         folder.mkdir(parents=True)
+        for f in (resumed[n].iterdir() if n in resumed else []):
+            shutil.copy(f, folder / f.name)
         if (WORK / "probe" / n / "tokens.safetensors").exists():  # tokenized once, in the probe
             for suffix in (".safetensors", ".json"):
                 shutil.copy(WORK / "probe" / n / f"tokens{suffix}", folder / f"tokens{suffix}")
-        procs[n] = launch(n, steps[n], folder, args, 50)
+        procs[n] = launch(n, steps[n], folder, args, 50, resume=n in resumed)
     codes = wait(procs, time.time() + train_seconds + 20)
     log(f"training exits: {codes}")
     (results / "session.json").write_text(json.dumps({"probe_rates": rates, "steps": steps, "exits": codes,
+                                                      "resumed": sorted(resumed),
                                                       "recipes": RUNS, "train_seconds": train_seconds}, indent=2))
 
     left = args.budget - (time.time() - t_start) - 15
