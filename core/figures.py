@@ -235,13 +235,15 @@ def _panel_layout(frames: int) -> dict:
 
 
 def decode_animation(records: list[StepRecord], previews: np.ndarray, mask_id: int, sizes: list[str],
-                     sample: int = 0, pace_ms: int = 300, frames: int = 1) -> go.Figure:
+                     sample: int = 0, pace_ms: int = 300, frames: int = 1) -> dict:
     """The decode of one sample as an animation the browser plays at `pace_ms` per step (no server round trip):
     the decoded preview beside the token grids (state, sub-model that committed each token, confidence of the
     step's samples). Hovering any token tells its id, state, the step and sub-model that committed it and its
-    confidence. previews: (steps, H, W) uint8 pictures of the sample after each step."""
-    # 4 traces x steps frames: plain dicts, not validated graph objects (validating them took the page longer
-    # than the decode itself).
+    confidence. previews: (steps, H, W) uint8 pictures of the sample after each step.
+
+    Returns the figure as plotly JSON (a dict), not a graph object: 4 traces x (steps + 1) heatmaps built and
+    validated as plotly objects took the page longer than the decode itself (pages._widgets.chart sends it as is).
+    """
     grid = lambda v: token_grid(np.asarray(v), frames)  # noqa: E731
     steps = []
     for r in records:
@@ -271,9 +273,8 @@ def decode_animation(records: list[StepRecord], previews: np.ndarray, mask_id: i
                              for name in names])])
     axes = [dict(xaxis=f"x{i if i > 1 else ''}", yaxis=f"y{i if i > 1 else ''}") for i in range(1, 5)]
     placed = [[trace | ax for trace, ax in zip(data, axes)] for data in steps]
-    return go.Figure(data=placed[-1], layout=layout,
-                     frames=[dict(data=data, name=name, traces=[0, 1, 2, 3]) for data, name in zip(placed, names)],
-                     _validate=False)
+    return {"data": placed[-1], "layout": layout,
+            "frames": [dict(data=data, name=name, traces=[0, 1, 2, 3]) for data, name in zip(placed, names)]}
 
 
 def drift_figure(records: list[StepRecord], steps: int) -> go.Figure:

@@ -18,7 +18,7 @@ from core.pictures import clip_frames, clip_gif, to_uint8
 from core.schedule import PRESETS, preset
 from core.video import held_out_clips
 from core.video_eval import clip_votes, majority, prediction_scores, test_split
-from pages._widgets import animation_downloads, device_caption, load_video_pipeline, page_setup
+from pages._widgets import animation_downloads, chart, device_caption, load_video_pipeline, page_setup
 
 page_setup("Video")
 st.title("Video")
@@ -167,8 +167,8 @@ else:
                    f"{', '.join(CLASS_NAMES[v] for v in votes)}; majority **{CLASS_NAMES[majority(votes[None])[0]]}** "
                    f"(asked: {result.settings.cls}). Label accuracy over the {n} clip(s): "
                    f"**{result.scores['label_accuracy']:.0%}**.")
-st.plotly_chart(decode_animation(result.records, result.strips[:, sample], cfg.mask_id, sizes_small_to_large(cfg),
-                                 sample, pace, frames=T), key=P + "animation", config={"displayModeBar": False})
+chart(decode_animation(result.records, result.strips[:, sample], cfg.mask_id, sizes_small_to_large(cfg), sample,
+                       pace, frames=T), key=P + "animation", config={"displayModeBar": False})
 per_step, cumulative = flops_figures(rows, len(result.records))
 c1, c2 = st.columns(2)
 c1.plotly_chart(per_step, key=P + "flops")

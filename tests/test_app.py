@@ -154,6 +154,19 @@ def test_the_run_plays_back_in_the_browser_without_the_model():
     assert any("committed at step" in cell and "by L" in cell for row in hover for cell in row)
 
 
+def test_the_animation_is_sent_without_building_plotly_objects(monkeypatch):
+    """Building and validating a graph object per heatmap of every frame took longer than the decode: the
+    animation goes to the browser as the JSON it was built as."""
+    import plotly.graph_objects as go
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an animation frame was built as a plotly object")
+
+    monkeypatch.setattr(go.Frame, "__init__", refuse)
+    spec = _animation(open_generate())
+    assert len(spec["frames"]) == 6 and len(spec["frames"][0]["data"]) == 4
+
+
 def test_cache_drift_is_shown_on_request():
     at = open_generate()
     assert at.session_state["gen_trace"].records[-1].drift is None

@@ -20,6 +20,7 @@ from core.figures import decode_animation, drift_figure, flops_figures, flops_he
 from core.metrics import step_quality
 from core.pictures import STATE_COLOURS, STATE_NAMES, image_tile, legend_markdown, state_picture, token_states
 from core.pipeline import Pipeline
+from pages._widgets import chart
 
 
 @dataclass
@@ -76,8 +77,8 @@ def show(pipe: Pipeline, trace: Trace, sample: int, pace_ms: int) -> None:
                 f"{sum(r['baseline'] for r in rows) / 1e9:.3f} for the full model · model wall time "
                 f"{1000 * trace.model_time:.0f} ms (+{1000 * trace.preview_time:.0f} ms previews and scoring)")
     order = sizes_small_to_large(cfg)
-    fig = decode_animation(trace.records, trace.previews[:, sample], cfg.mask_id, order, sample, pace_ms)
-    st.plotly_chart(fig, key="gen_animation", config={"displayModeBar": False})
+    chart(decode_animation(trace.records, trace.previews[:, sample], cfg.mask_id, order, sample, pace_ms),
+          key="gen_animation", config={"displayModeBar": False})
     st.markdown(legend_markdown(STATE_NAMES, STATE_COLOURS) + " · sub-models, light to dark: " + ", ".join(order)
                 + " · confidence: dark = unsure, yellow = sure", unsafe_allow_html=True)
     per_step, cumulative = flops_figures(rows, steps)
