@@ -77,6 +77,14 @@ MUTATIONS = [
      "        pass", ["tests/test_jobs.py"]),
     ("pareto-keeps-dominated", "core/sweep.py", "front.append(not dominated.any())", "front.append(True)",
      ["tests/test_sweep.py"]),
+    # Video tuning on the reported seeds; the Video page's guidance from the wrong task; the animation rebuilt.
+    ("tune-video-sees-reported-seeds", "core/video_eval.py",
+     "trial = replace(config, cfg_scale=w, temperature=t, seed=VALIDATION_SEED)",
+     "trial = replace(config, cfg_scale=w, temperature=t)", ["tests/test_video.py"]),
+    ("video-guidance-from-prediction", "pages/5_Video.py", 'cfg=pipe.default_config("generate").cfg_scale',
+     'cfg=pipe.default_config("predict").cfg_scale', ["tests/test_video.py"]),
+    ("animation-rebuilt-as-objects", "pages/_widgets/__init__.py", "st.plotly_chart(_Spec(spec), key=key, **kwargs)",
+     "st.plotly_chart(go.Figure(**spec, _validate=False), key=key, **kwargs)", ["tests/test_app.py"]),
 ]
 
 
