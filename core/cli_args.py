@@ -84,3 +84,30 @@ def set_threads(n: int | None) -> None:
 
 def command_line(argv: list[str]) -> str:
     return "python -m core " + " ".join(shlex.quote(a) for a in argv)
+
+
+def refuse(why: str) -> type[argparse.Action]:
+    """An argparse action for an inherited option the command decides itself: said, not silently ignored."""
+
+    class Refuse(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            parser.error(f"{option_string} does not apply here: {why}")
+
+    return Refuse
+
+
+def add_tuning_grid(p: argparse.ArgumentParser, command: str, cfg_values, temperatures, cfg_help=None) -> None:
+    """--cfg-values and --temperatures for a command that scores every pair on the validation seeds; the
+    single-run flags it inherits (--seed, --cfg, --temperature) are refused. Parse with conflict_handler="resolve"."""
+    why = f"{command} tries every --cfg-values x --temperatures on the validation seeds (%s)"
+    p.add_argument("--seed", nargs="?", help=argparse.SUPPRESS, action=refuse(why % "seed 1,000,000"))
+    p.add_argument("--cfg", "--temperature", nargs="?", help=argparse.SUPPRESS,
+                   action=refuse(why % "give the values to try with --cfg-values and --temperatures"))
+    p.add_argument("--cfg-values", type=float, nargs="+", default=cfg_values, help=cfg_help)
+    p.add_argument("--temperatures", type=float, nargs="+", default=temperatures)
+
+
+def check_tuning_grid(cfg_values, temperatures) -> None:
+    for name, values in (("--cfg-values", cfg_values), ("--temperatures", temperatures)):
+        if any(not (v >= 0) or v != v for v in values):
+            raise ValueError(f"{name} must be numbers >= 0, got {values}")

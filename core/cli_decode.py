@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.cli_args import add_runtime_args, existing_dir, output_file, positive_int, set_threads
+from core.cli_args import (add_runtime_args, add_tuning_grid, check_tuning_grid, existing_dir, output_file,
+                           positive_int, set_threads)
 from core.data import CLASS_NAMES
 
 
@@ -122,9 +123,7 @@ def cmd_tune(args, argv) -> None:
     from core.checkpoint import update_extra
     from core.evaluate import VALIDATION_SEED, evaluate
 
-    for name, values in (("--cfg-values", args.cfg_values), ("--temperatures", args.temperatures)):
-        if any(not (v >= 0) or v != v for v in values):
-            raise ValueError(f"{name} must be numbers >= 0, got {values}")
+    check_tuning_grid(args.cfg_values, args.temperatures)
     pipe, config = prepare(argparse.Namespace(**{**vars(args), "seed": VALIDATION_SEED, "cfg": None,
                                                  "temperature": None}))
     rows = []
@@ -164,13 +163,7 @@ def register(sub, subcommands: dict) -> None:
     p = sub.add_parser("tune", conflict_handler="resolve",
                        help="pick guidance scale and temperature with the lowest FD on validation seeds")
     add_decode_args(p)
-    from core.cli_sweep import refuse
-    why = "tune tries every --cfg-values x --temperatures on the validation seeds (%s)"
-    p.add_argument("--seed", nargs="?", help=argparse.SUPPRESS, action=refuse(why % "seed 1,000,000"))
-    p.add_argument("--cfg", "--temperature", nargs="?", help=argparse.SUPPRESS,
-                   action=refuse(why % "give the values to try with --cfg-values and --temperatures"))
-    p.add_argument("--cfg-values", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0, 5.0])
-    p.add_argument("--temperatures", type=float, nargs="+", default=[0.7, 0.85, 1.0])
+    add_tuning_grid(p, "tune", [1.0, 2.0, 3.0, 4.0, 5.0], [0.7, 0.85, 1.0])
     p.add_argument("--n-per-class", type=positive_int, default=20)
     p.add_argument("--batch-size", type=positive_int, default=100)
     p.add_argument("--write", action="store_true", help="record the choice in the transformer checkpoint")

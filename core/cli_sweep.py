@@ -13,19 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from core.cli_args import (add_runtime_args, existing_dir, output_dir, output_file, positive_int,
+from core.cli_args import (add_runtime_args, existing_dir, output_dir, output_file, positive_int, refuse,
                            set_threads)
 from core.cli_decode import add_decode_args, prepare
-
-
-def refuse(why: str) -> type[argparse.Action]:
-    """An argparse action for an inherited option the command decides itself: said, not silently ignored."""
-
-    class Refuse(argparse.Action):
-        def __call__(self, parser, namespace, values, option_string=None):
-            parser.error(f"{option_string} does not apply here: {why}")
-
-    return Refuse
 
 
 def _prepare(args):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.cli_args import existing_dir, output_file, positive_int
+from core.cli_args import add_tuning_grid, check_tuning_grid, existing_dir, output_file, positive_int
 from core.cli_decode import add_decode_args, decode_settings, parse_class
 from core.data import CLASS_NAMES
 
@@ -85,9 +85,7 @@ def cmd_tune_video(args, argv) -> None:
 
     if args.cfg_values is None:
         args.cfg_values = [1.0, 2.0, 3.0, 5.0, 8.0] if args.task == "generate" else [1.0]
-    for name, values in (("--cfg-values", args.cfg_values), ("--temperatures", args.temperatures)):
-        if any(not (v >= 0) or v != v for v in values):
-            raise ValueError(f"{name} must be numbers >= 0, got {values}")
+    check_tuning_grid(args.cfg_values, args.temperatures)
     pipe, config = _load(argparse.Namespace(**{**vars(args), "seed": VALIDATION_SEED, "cfg": None,
                                                "temperature": None}))
 
@@ -135,15 +133,9 @@ def register(sub, subcommands: dict) -> None:
     p = sub.add_parser("tune-video", conflict_handler="resolve",
                        help="pick the guidance scale and temperature of a video task on validation seeds")
     _video_args(p)
-    from core.cli_sweep import refuse
-    why = "tune-video tries every --cfg-values x --temperatures on the validation seeds (%s)"
-    p.add_argument("--seed", nargs="?", help=argparse.SUPPRESS, action=refuse(why % "seed 1,000,000"))
-    p.add_argument("--cfg", "--temperature", nargs="?", help=argparse.SUPPRESS,
-                   action=refuse(why % "give the values to try with --cfg-values and --temperatures"))
+    add_tuning_grid(p, "tune-video", None, [0.85, 1.0],
+                    cfg_help="generate: guidance scales to try (default 1 2 3 5 8); predict takes none")
     p.add_argument("--task", choices=["generate", "predict"], default="generate")
-    p.add_argument("--cfg-values", type=float, nargs="+", default=None,
-                   help="generate: guidance scales to try (default 1 2 3 5 8); predict takes none")
-    p.add_argument("--temperatures", type=float, nargs="+", default=[0.85, 1.0])
     p.add_argument("--n", type=positive_int, default=100, help="clips per setting (generate: cycling the classes)")
     p.add_argument("--batch-size", type=positive_int, default=50)
     p.add_argument("--write", action="store_true", help="record the choice in the video checkpoint")
