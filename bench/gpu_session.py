@@ -60,8 +60,8 @@ def flags(name: str, extra: list[str]) -> list[str]:
 
 def launch(name: str, steps: int, folder: Path, args, log_every: int, resume: bool = False) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "core", RUNS[name][0], *flags(name, args.extra_flags), "--steps", str(steps),
-           *(["--resume"] if resume else []), "--out", str(folder), "--data-dir", args.data_dir, "--device", args.device, "--checkpoint-every", "100",
-           "--val-every", "200", "--log-every", str(log_every)]
+           *(["--resume"] if resume else []), "--out", str(folder), "--data-dir", args.data_dir,
+           "--device", args.device, "--checkpoint-every", "100", "--val-every", "200", "--log-every", str(log_every)]
     folder.mkdir(parents=True, exist_ok=True)
     out = open(folder / "stdout.txt", "w")
     return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,

@@ -276,6 +276,7 @@ def _video_section(assets: Path) -> list[str]:
     folder = ROOT / "bench" / "results" / "video"
     results = [json.loads((folder / f"{task}_{row}.json").read_text()) for task in ("predict", "generate")
                for row in VIDEO_ROWS if (folder / f"{task}_{row}.json").exists()]
+
     def paired(r: dict, key: str, scale: float, fmt: str) -> str:
         """r minus the task's baseline row on the same clips, with its 95 % interval (resampling clips)."""
         base = next(b for b in results if b["task"] == r["task"] and b["schedule"] == "L*12")

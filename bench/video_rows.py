@@ -33,13 +33,13 @@ def main(argv=None) -> int:
     from core.__main__ import main as cli
 
     out = Path(args.out)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # the floor here; each row's command gets --threads too
     if "generate" in args.tasks:
         from core.video_eval import VideoPipeline, label_floor
 
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
         floor = label_floor(VideoPipeline.load(), n=args.n_generate)
         (out / "generate_floor.json").write_text(json.dumps({"task": "floor", "rows": floor}, indent=2) + "\n")
         print("floor: " + ", ".join(f"{r['label']} {r['label_accuracy']:.3f}" for r in floor), file=sys.stderr)

@@ -167,13 +167,20 @@ def evaluate_video(pipe: VideoPipeline, config: DecodeConfig, task: str, n: int 
     if task == "predict":
         row.update(prediction_scores(frames, truth_all, pipe.clips.given_frames))
     else:
-        votes = clip_votes(pipe.evaluator, frames, pipe.clips.item)
-        correct = majority(votes, num_classes) == np.array(labels_all)
-        frame_correct = (votes == np.array(labels_all)[:, None]).mean(1)
-        row |= {"label_accuracy": float(correct.mean()), "label_accuracy_ci": mean_interval(correct).tolist(),
-                "frame_accuracy": float(frame_correct.mean()),
-                "frame_accuracy_ci": mean_interval(frame_correct).tolist(), "per_clip_correct": correct.astype(int).tolist()}
+        row |= label_scores(pipe, frames, labels_all)
     return row
+
+
+def label_scores(pipe: VideoPipeline, frames: torch.Tensor, labels) -> dict:
+    """Clip label accuracy (majority vote of the evaluator over each frame's item) and frame accuracy, with 95 %
+    bootstrap intervals over clips, and which clips were right (per_clip_correct, for paired comparisons)."""
+    labels = np.asarray(labels)
+    votes = clip_votes(pipe.evaluator, frames, pipe.clips.item)
+    correct = majority(votes, pipe.model.cfg.num_classes) == labels
+    frame_correct = (votes == labels[:, None]).mean(1)
+    return {"label_accuracy": float(correct.mean()), "label_accuracy_ci": mean_interval(correct).tolist(),
+            "frame_accuracy": float(frame_correct.mean()), "frame_accuracy_ci": mean_interval(frame_correct).tolist(),
+            "per_clip_correct": correct.astype(int).tolist()}
 
 
 def label_floor(pipe: VideoPipeline, n: int = 1000, seed: int = 0, data_dir=None) -> list[dict]:
@@ -183,15 +190,8 @@ def label_floor(pipe: VideoPipeline, n: int = 1000, seed: int = 0, data_dir=None
     truth, y, _ = held_out_clips(images, labels, n, seed, pipe.clips)
     with torch.no_grad():
         recon = pipe.frames(encode_clips(pipe.tokenizer, truth.to(pipe.device)))
-    rows = []
-    for name, frames in (("real test clips", truth), ("tokenizer reconstructions (the floor)", recon)):
-        votes = clip_votes(pipe.evaluator, frames, pipe.clips.item)
-        correct = majority(votes, pipe.model.cfg.num_classes) == y.numpy()
-        frame_correct = (votes == y.numpy()[:, None]).mean(1)
-        rows.append({"label": name, "n": n, "seed": seed, "label_accuracy": float(correct.mean()),
-                     "label_accuracy_ci": mean_interval(correct).tolist(), "frame_accuracy": float(frame_correct.mean()),
-                     "frame_accuracy_ci": mean_interval(frame_correct).tolist()})
-    return rows
+    return [{"label": name, "n": n, "seed": seed} | label_scores(pipe, frames, y.numpy())
+            for name, frames in (("real test clips", truth), ("tokenizer reconstructions (the floor)", recon))]
 
 
 def tune_video(pipe: VideoPipeline, config: DecodeConfig, task: str, cfg_values, temperatures, n: int = 100,
