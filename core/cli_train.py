@@ -48,15 +48,39 @@ def add_run_args(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--export", default=None, help="also write the final weights here (e.g. assets/transformer)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--extend", action="store_true", help="with --resume: lengthen the run to --steps (recorded)")
+    p.add_argument("--init-from", default=None, metavar="STEM",
+                   help="start from these weights, not random ones (a fine-tune with its own curves; recorded)")
     p.add_argument("--val-every", type=int, default=100, help="held-out cross-entropy every N steps (0: never)")
     p.add_argument("--compile", action="store_true", help="torch.compile the loss (GPU throughput)")
     p.add_argument("--data-dir", type=existing_dir, default=None, help="folder with the Fashion-MNIST idx files")
     add_runtime_args(p, default_device="cuda" if torch.cuda.is_available() else "cpu")
 
 
-def run_configs(args, out: Path, model_base: dict, train_base: dict):
+def init_point(args, out: Path, tokenizer_sha256: str) -> tuple[dict | None, dict, dict]:
+    """(weights, model config, record) of `--init-from`, or (None, {}, {}) without it. The weights must come
+    from the same tokenizer; a resumed run keeps the start it was begun from."""
+    from core.checkpoint import load_checkpoint, sha256_file
+
+    if args.init_from is None:
+        return None, {}, {}
+    stem = Path(args.init_from).with_suffix("")
+    weights, config, extra = load_checkpoint(stem)
+    record = {"path": str(stem), "sha256": sha256_file(stem.with_suffix(".safetensors")),
+              "step": extra.get("step", extra.get("steps"))}
+    if tokenizer_sha256 and extra.get("tokenizer_sha256", tokenizer_sha256) != tokenizer_sha256:
+        raise ValueError(f"--init-from {stem} was trained on another tokenizer than --tokenizer {args.tokenizer}")
+    if args.resume and (out / "last.safetensors").exists():
+        started = load_checkpoint(out / "last")[2].get("init_from")
+        if started is None or started["sha256"] != record["sha256"]:
+            raise ValueError(f"cannot resume {out}: it started from {started['path'] if started else 'random weights'}"
+                             f", not from --init-from {stem}; resume without --init-from")
+    return {k: v.float() for k, v in weights.items()}, config, {"init_from": record}
+
+
+def run_configs(args, out: Path, model_base: dict, train_base: dict, init_config: dict | None = None):
     """(ModelConfig, TrainConfig) for this run: a resumed run's checkpointed settings (else the defaults, under
-    `model_base`/`train_base`), overridden by the flags given. Mismatches are refused later, by resume_point."""
+    `model_base`/`train_base`, and the model of `init_config`), overridden by the flags given. Mismatches with a
+    resumed run are refused later, by resume_point; with `init_config`, here."""
     from core.checkpoint import load_checkpoint
     from core.nested import ModelConfig
     from core.train import TrainConfig
@@ -74,7 +98,12 @@ def run_configs(args, out: Path, model_base: dict, train_base: dict):
         given_train["bf16"] = args.device.startswith("cuda")
     train_cfg = TrainConfig(**{**train_base, **given_train})
     known = {f.name for f in fields(ModelConfig)}
-    model_cfg = ModelConfig(**{k: v for k, v in {**model_base, **given_model}.items() if k in known})
+    model_cfg = ModelConfig(**{k: v for k, v in {**model_base, **(init_config or {}), **given_model}.items()
+                               if k in known})
+    diffs = [f"{k}: the weights have {v!r}, the run {model_cfg.to_dict()[k]!r}"
+             for k, v in (init_config or {}).items() if k in known and model_cfg.to_dict()[k] != v]
+    if diffs:
+        raise ValueError(f"--init-from {args.init_from} does not fit this run's model ({'; '.join(diffs)})")
     return model_cfg, train_cfg
 
 
@@ -155,13 +184,15 @@ def cmd_train(args, argv) -> None:
     out = Path(args.out)
     data, val, tokens_record = _image_tokens(args, out)
     vocab = tokens_record["codebook_size"]
-    model_cfg, cfg = run_configs(args, out, {"vocab_size": vocab, "seq_len": data.tokens.shape[1]}, {})
+    init, init_config, init_record = init_point(args, out, tokens_record["tokenizer_sha256"])
+    model_cfg, cfg = run_configs(args, out, {"vocab_size": vocab, "seq_len": data.tokens.shape[1]}, {}, init_config)
     if model_cfg.vocab_size != vocab:
         raise ValueError(f"the run's vocabulary ({model_cfg.vocab_size}) is not the tokenizer's ({vocab})")
     t0 = time.time()
     final = train(model_cfg, cfg, data.to(args.device), out, resume=args.resume, extend=args.extend,
                   device=args.device, val_data=val.to(args.device) if val else None, val_every=args.val_every,
-                  compile=args.compile, record={"tokenizer_sha256": tokens_record.get("tokenizer_sha256")})
+                  compile=args.compile, init_weights=init,
+                  record={"tokenizer_sha256": tokens_record.get("tokenizer_sha256"), **init_record})
     _finish(args, argv, final, t0)
 
 
@@ -191,13 +222,14 @@ def cmd_train_video(args, argv) -> None:
         val = TokenData(encode_clips(data.tokenizer, frames.to(args.device)), val_labels.to(args.device))
     model_base = {"vocab_size": record["codebook_size"], "seq_len": clips.seq_len, "frames": clips.frames}
     train_base = {"prefix_frac": 0.5, "prefix_len": clips.prefix_len}
-    model_cfg, cfg = run_configs(args, out, model_base, train_base)
+    init, init_config, init_record = init_point(args, out, record["tokenizer_sha256"])
+    model_cfg, cfg = run_configs(args, out, model_base, train_base, init_config)
     if cfg.prefix_len != clips.prefix_len or model_cfg.seq_len != clips.seq_len:
         raise ValueError("the run's sequence layout does not match its clip settings")
     t0 = time.time()
     final = train(model_cfg, cfg, data, out, resume=args.resume, extend=args.extend, device=args.device,
-                  val_data=val, val_every=args.val_every, compile=args.compile,
-                  record={"clips": clips.to_dict(), "tokenizer_sha256": record["tokenizer_sha256"]})
+                  val_data=val, val_every=args.val_every, compile=args.compile, init_weights=init,
+                  record={"clips": clips.to_dict(), "tokenizer_sha256": record["tokenizer_sha256"], **init_record})
     _finish(args, argv, final, t0)
 
 

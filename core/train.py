@@ -220,11 +220,12 @@ def read_metrics(path) -> list[dict]:
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, data, out_dir, resume: bool = False, extend: bool = False,
           device: str = "cpu", progress: bool = True, val_data: TokenData | None = None, val_every: int = 0,
-          compile: bool = False, record: dict | None = None) -> Path:
+          compile: bool = False, record: dict | None = None, init_weights: dict | None = None) -> Path:
     """Train on `data` (anything with `.sample(batch_size, gen) -> (tokens, labels)` on `device`, e.g.
     TokenData); write checkpoints, metrics.jsonl and final weights in out_dir. `record` is kept in every
-    checkpoint's extra (e.g. what the data was made with). Returns the stem of the final weights
-    (`<out_dir>/transformer`)."""
+    checkpoint's extra (e.g. what the data was made with). `init_weights` start a fresh run from trained weights
+    instead of random ones (a fine-tune: new optimizer, EMA and curves); a resumed run ignores them, its
+    checkpoint holds them. Returns the stem of the final weights (`<out_dir>/transformer`)."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank, world = 0, 1
     if distributed:
@@ -236,6 +237,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data, out_dir, resume: bool 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = NestedTransformer(model_cfg).to(device)
+    if init_weights is not None:
+        model.load_state_dict(init_weights)
     sizes = sorted(model_cfg.sizes, key=lambda s: -model_cfg.sizes[s])  # smallest .. full
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "emb" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "emb" not in n)]

@@ -238,3 +238,42 @@ def test_an_ema_started_at_the_initial_weights_is_repaired_exactly():
     old = {"w": d**steps * initial["w"] + (1 - d**steps) * average["w"]}
     torch.testing.assert_close(ema_from_initialised(old, initial, d, steps)["w"], average["w"])
     torch.testing.assert_close(ema_weights({"w": (1 - d**steps) * average["w"]}, d, steps)["w"], average["w"])
+
+
+def test_a_fine_tune_starts_from_the_given_weights_not_random_ones(tmp_path):
+    cfg = TrainConfig(steps=1, batch_size=4, warmup_steps=1, log_every=1, ema_decay=None, lr=1e-8)
+    torch.manual_seed(123)
+    start = NestedTransformer(TINY).state_dict()
+    tuned = load_checkpoint(train(TINY, cfg, _data(), tmp_path / "ft", progress=False, init_weights=start))[0]
+    fresh = load_checkpoint(train(TINY, cfg, _data(), tmp_path / "fresh", progress=False))[0]
+    for k, v in start.items():  # one step at lr 1e-8 moves nothing measurable
+        torch.testing.assert_close(tuned[k], v)
+    assert any(not torch.allclose(fresh[k], v) for k, v in start.items())
+
+
+def test_train_cli_init_from_is_recorded_checked_and_kept_on_resume(tmp_path, capsys):
+    from core.__main__ import main
+    from core.data import procedural_dataset
+    from tests.test_data import _write_idx
+    from tests.tiny_assets import make_tiny_assets
+
+    assets = make_tiny_assets(tmp_path / "assets")
+    data = tmp_path / "data"
+    data.mkdir()
+    _write_idx(data, "train", *procedural_dataset(6))
+    base = ["train", "--tokenizer", str(assets / "tokenizer"), "--batch-size", "4", "--heads", "8", "--layers",
+            "1", "--device", "cpu", "--threads", "1", "--data-dir", str(data), "--steps", "2"]
+    assert main(base + ["--dim", "16", "--out", str(tmp_path / "a")]) == 0
+    # The model's shape comes from the weights: --dim need not be repeated, and a different one is refused.
+    ft = base + ["--init-from", str(tmp_path / "a" / "transformer"), "--out", str(tmp_path / "b")]
+    assert main(ft) == 0
+    start = load_checkpoint(tmp_path / "b" / "last")[2]["init_from"]
+    assert start["path"] == str(tmp_path / "a" / "transformer") and start["step"] == 2
+    assert main(ft + ["--dim", "32", "--out", str(tmp_path / "c")]) == 1
+    assert "dim: the weights have 16, the run 32" in capsys.readouterr().err
+    # Resuming keeps the recorded start; another one is refused.
+    assert main(base[:-1] + ["3", "--out", str(tmp_path / "b"), "--resume", "--extend"]) == 0
+    assert load_checkpoint(tmp_path / "b" / "last")[2]["init_from"] == start
+    assert main(base[:-1] + ["4", "--out", str(tmp_path / "b"), "--resume", "--extend", "--init-from",
+                             str(tmp_path / "b" / "transformer")]) == 1
+    assert "it started from" in capsys.readouterr().err
