@@ -171,7 +171,10 @@ def _finish(args, argv, final, t0) -> None:
 
     if args.export and int(os.environ.get("RANK", "0")) == 0:
         state, config, extra = load_checkpoint(final)
-        extra = {**extra, "command": command_line(argv), "last_session_seconds": round(time.time() - t0)}
+        # Half the bytes, and no measurable change in samples: shipped checkpoints have a 60 MB budget in all.
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        extra = {**extra, "command": command_line(argv), "last_session_seconds": round(time.time() - t0),
+                 "stored_as": "float16 weights (loaded into float32)"}
         save_checkpoint(args.export, state, config, extra)
         update_manifest(Path(args.export).parent)
         print(f"transformer exported to {args.export}.safetensors")

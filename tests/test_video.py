@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from core.__main__ import main
+from core.checkpoint import load_checkpoint
 from core.data import procedural_dataset
 from core.decode import DecodeConfig, decode
 from core.flops import flop_counter
@@ -154,6 +155,10 @@ def test_train_video_records_its_clips_and_resumes_only_with_them(video_assets, 
     assets, data = video_assets
     extra = json.loads((assets / "video_transformer.json").read_text())["extra"]
     assert extra["clips"]["frames"] == 4 and extra["train_config"]["prefix_len"] == 64
+    exported = load_checkpoint(assets / "video_transformer")[0]
+    final = load_checkpoint(assets.parent / "run" / "transformer")[0]  # the run's own float32 export
+    assert exported.keys() == final.keys()
+    assert all(exported[k].dtype == torch.float16 and torch.equal(exported[k], final[k].half()) for k in final)
     run = tmp_path / "run"
     shutil.copytree(assets.parent / "run", run)
     args = ["train-video", "--tokenizer", str(assets / "tokenizer"), "--out", str(run), "--steps", "3", "--extend",
