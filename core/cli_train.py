@@ -66,7 +66,8 @@ def init_point(args, out: Path, tokenizer_sha256: str) -> tuple[dict | None, dic
     stem = Path(args.init_from).with_suffix("")
     weights, config, extra = load_checkpoint(stem)
     record = {"path": str(stem), "sha256": sha256_file(stem.with_suffix(".safetensors")),
-              "step": extra.get("step", extra.get("steps"))}
+              "step": extra.get("step", extra.get("steps")),  # the lineage: what made the starting weights
+              "command": extra.get("command") or extra.get("training_command")}
     if tokenizer_sha256 and extra.get("tokenizer_sha256", tokenizer_sha256) != tokenizer_sha256:
         raise ValueError(f"--init-from {stem} was trained on another tokenizer than --tokenizer {args.tokenizer}")
     if args.resume and (out / "last.safetensors").exists():

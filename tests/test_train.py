@@ -263,12 +263,14 @@ def test_train_cli_init_from_is_recorded_checked_and_kept_on_resume(tmp_path, ca
     _write_idx(data, "train", *procedural_dataset(6))
     base = ["train", "--tokenizer", str(assets / "tokenizer"), "--batch-size", "4", "--heads", "8", "--layers",
             "1", "--device", "cpu", "--threads", "1", "--data-dir", str(data), "--steps", "2"]
-    assert main(base + ["--dim", "16", "--out", str(tmp_path / "a")]) == 0
+    shipped = tmp_path / "shipped" / "transformer"
+    assert main(base + ["--dim", "16", "--out", str(tmp_path / "a"), "--export", str(shipped)]) == 0
     # The model's shape comes from the weights: --dim need not be repeated, and a different one is refused.
-    ft = base + ["--init-from", str(tmp_path / "a" / "transformer"), "--out", str(tmp_path / "b")]
+    ft = base + ["--init-from", str(shipped), "--out", str(tmp_path / "b")]
     assert main(ft) == 0
     start = load_checkpoint(tmp_path / "b" / "last")[2]["init_from"]
-    assert start["path"] == str(tmp_path / "a" / "transformer") and start["step"] == 2
+    assert start["path"] == str(shipped) and start["step"] == 2
+    assert start["command"].startswith("python -m core train ") and "--dim 16" in start["command"]  # lineage
     assert main(ft + ["--dim", "32", "--out", str(tmp_path / "c")]) == 1
     assert "dim: the weights have 16, the run 32" in capsys.readouterr().err
     # Resuming keeps the recorded start; another one is refused.
