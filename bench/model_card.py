@@ -271,8 +271,13 @@ def _video_section(assets: Path) -> list[str]:
     if not (assets / "video_transformer.json").exists():
         return []
     _, cfg, extra = load_checkpoint(assets / "video_transformer")
+    trained = f"Trained by `{extra.get('command') or extra.get('training_command', '')}`"
+    if start := extra.get("init_from"):  # a fine-tune: say what it started from, and what made that
+        trained = (f"Fine-tuned by `{extra['command']}` ({_wall(extra)}), starting from `{start['path']}` as it was "
+                   f"then (sha256 {start['sha256'][:12]}..., step {start['step']}), which was trained by "
+                   f"`{start['command']}`")
     lines = ["## Video model", "", f"{_nested(cfg)}; {cfg['frames']} frames x 64 tokens. Clips: {extra['clips']}. "
-             f"Trained by `{extra.get('training_command', '')}`. Tuned decoding: {extra.get('tuned_decoding')}.", ""]
+             f"{trained}. Tuned decoding: {extra.get('tuned_decoding')}.", ""]
     folder = ROOT / "bench" / "results" / "video"
     results = [json.loads((folder / f"{task}_{row}.json").read_text()) for task in ("predict", "generate")
                for row in VIDEO_ROWS if (folder / f"{task}_{row}.json").exists()]

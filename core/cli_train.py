@@ -167,6 +167,11 @@ def _image_tokens(args, out: Path):
     return train, val, record
 
 
+def _started_by(args, argv, out: Path) -> dict:
+    """A fresh run records its command; a resumed one keeps the command that began it."""
+    return {} if args.resume and (out / "last.safetensors").exists() else {"command": command_line(argv)}
+
+
 def _finish(args, argv, final, t0) -> None:
     from core.checkpoint import load_checkpoint, save_checkpoint, update_manifest
 
@@ -174,8 +179,11 @@ def _finish(args, argv, final, t0) -> None:
         state, config, extra = load_checkpoint(final)
         # Half the bytes, and no measurable change in samples: shipped checkpoints have a 60 MB budget in all.
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        extra = {**extra, "command": command_line(argv), "last_session_seconds": round(time.time() - t0),
+        started = extra.get("command", command_line(argv))  # the run records the command that began it
+        extra = {**extra, "command": started, "last_session_seconds": round(time.time() - t0),
                  "stored_as": "float16 weights (loaded into float32)"}
+        if command_line(argv) != started:
+            extra["exported_by"] = command_line(argv)
         save_checkpoint(args.export, state, config, extra)
         update_manifest(Path(args.export).parent)
         print(f"transformer exported to {args.export}.safetensors")
@@ -196,7 +204,8 @@ def cmd_train(args, argv) -> None:
     final = train(model_cfg, cfg, data.to(args.device), out, resume=args.resume, extend=args.extend,
                   device=args.device, val_data=val.to(args.device) if val else None, val_every=args.val_every,
                   compile=args.compile, init_weights=init,
-                  record={"tokenizer_sha256": tokens_record.get("tokenizer_sha256"), **init_record})
+                  record={"tokenizer_sha256": tokens_record.get("tokenizer_sha256"), **init_record,
+                          **_started_by(args, argv, out)})
     _finish(args, argv, final, t0)
 
 
@@ -233,7 +242,8 @@ def cmd_train_video(args, argv) -> None:
     t0 = time.time()
     final = train(model_cfg, cfg, data, out, resume=args.resume, extend=args.extend, device=args.device,
                   val_data=val, val_every=args.val_every, compile=args.compile, init_weights=init,
-                  record={"clips": clips.to_dict(), "tokenizer_sha256": record["tokenizer_sha256"], **init_record})
+                  record={"clips": clips.to_dict(), "tokenizer_sha256": record["tokenizer_sha256"], **init_record,
+                          **_started_by(args, argv, out)})
     _finish(args, argv, final, t0)
 
 

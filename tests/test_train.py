@@ -274,8 +274,13 @@ def test_train_cli_init_from_is_recorded_checked_and_kept_on_resume(tmp_path, ca
     assert main(ft + ["--dim", "32", "--out", str(tmp_path / "c")]) == 1
     assert "dim: the weights have 16, the run 32" in capsys.readouterr().err
     # Resuming keeps the recorded start; another one is refused.
-    assert main(base[:-1] + ["3", "--out", str(tmp_path / "b"), "--resume", "--extend"]) == 0
+    tuned = tmp_path / "tuned" / "transformer"
+    assert main(base[:-1] + ["3", "--out", str(tmp_path / "b"), "--resume", "--extend", "--export", str(tuned)]) == 0
     assert load_checkpoint(tmp_path / "b" / "last")[2]["init_from"] == start
+    # The export names the command that began the run, and the one that exported it.
+    extra = load_checkpoint(tuned)[2]
+    assert "--init-from" in extra["command"] and "--resume" not in extra["command"]
+    assert "--resume" in extra["exported_by"] and extra["init_from"] == start
     assert main(base[:-1] + ["4", "--out", str(tmp_path / "b"), "--resume", "--extend", "--init-from",
                              str(tmp_path / "b" / "transformer")]) == 1
     assert "it started from" in capsys.readouterr().err
