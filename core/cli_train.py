@@ -56,7 +56,7 @@ def add_run_args(p: argparse.ArgumentParser, out: str) -> None:
     add_runtime_args(p, default_device="cuda" if torch.cuda.is_available() else "cpu")
 
 
-def init_point(args, out: Path, tokenizer_sha256: str) -> tuple[dict | None, dict, dict]:
+def init_point(args, out: Path, tokenizer_sha256: str | None) -> tuple[dict | None, dict, dict]:
     """(weights, model config, record) of `--init-from`, or (None, {}, {}) without it. The weights must come
     from the same tokenizer; a resumed run keeps the start it was begun from."""
     from core.checkpoint import load_checkpoint, sha256_file
@@ -196,7 +196,7 @@ def cmd_train(args, argv) -> None:
     out = Path(args.out)
     data, val, tokens_record = _image_tokens(args, out)
     vocab = tokens_record["codebook_size"]
-    init, init_config, init_record = init_point(args, out, tokens_record["tokenizer_sha256"])
+    init, init_config, init_record = init_point(args, out, tokens_record.get("tokenizer_sha256"))
     model_cfg, cfg = run_configs(args, out, {"vocab_size": vocab, "seq_len": data.tokens.shape[1]}, {}, init_config)
     if model_cfg.vocab_size != vocab:
         raise ValueError(f"the run's vocabulary ({model_cfg.vocab_size}) is not the tokenizer's ({vocab})")
