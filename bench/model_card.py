@@ -282,9 +282,9 @@ def _video_section(assets: Path) -> list[str]:
     results = [json.loads((folder / f"{task}_{row}.json").read_text()) for task in ("predict", "generate")
                for row in VIDEO_ROWS if (folder / f"{task}_{row}.json").exists()]
 
-    def paired(r: dict, key: str, scale: float, fmt: str) -> str:
-        """r minus the task's baseline row on the same clips, with its 95 % interval (resampling clips)."""
-        base = next(b for b in results if b["task"] == r["task"] and b["schedule"] == "L*12")
+    def paired(r: dict, key: str, scale: float, fmt: str, base: dict | None = None) -> str:
+        """r minus `base` (the task's baseline row) on the same clips, with its 95 % interval (resampling clips)."""
+        base = base or next(b for b in results if b["task"] == r["task"] and b["schedule"] == "L*12")
         if r is base:
             return "-"
         diff = scale * (np.asarray(r[key], float) - np.asarray(base[key], float))
@@ -326,6 +326,18 @@ def _video_section(assets: Path) -> list[str]:
                       f"{_interval(r['frame_accuracy_ci'], '{:.1%}')} |"
                       for r in json.loads((folder / "generate_floor.json").read_text())["rows"]]
         lines.append("")
+    # The order claim at matched cost: increasing at stride 2 costs about what decreasing with no refresh does.
+    order = {task: [next((r for r in results if r["task"] == task and r["schedule"] == sched
+                          and r["stride"] == stride), None) for sched, stride in
+                     (("XS*2,S*2,M*3,L*5", "2"), ("L*5,M*3,S*2,XS*2", "never"))] for task in ("predict", "generate")}
+    order = {task: pair for task, pair in order.items() if None not in pair}
+    if order:
+        key = {"predict": ("per_clip_psnr_model", 1, "{:+.2f}", "dB"), "generate": ("per_clip_correct", 100, "{:+.1f}",
+                                                                                   "points")}
+        lines += ["Order at matched cost, paired clip by clip: `XS*2,S*2,M*3,L*5` at stride 2 minus `L*5,M*3,S*2,XS*2`"
+                  " with no refresh: " + "; ".join(
+                      f"{task} {paired(inc, *key[task][:3], base=dec)} {key[task][3]} ({inc['flops_ratio']:.2f}x vs "
+                      f"{dec['flops_ratio']:.2f}x fewer FLOPs)" for task, (inc, dec) in order.items()) + ".", ""]
     for task, t in extra.get("tuning", {}).items():
         metrics = [k for k in t["rows"][0] if k not in ("cfg_scale", "temperature", "n")]
         lines += [f"Decoding for {task} chosen by `{t['command']}` ({t['criterion']}; schedule `{t['schedule']}`, "
