@@ -85,6 +85,12 @@ MUTATIONS = [
      'cfg=pipe.default_config("predict").cfg_scale', ["tests/test_video.py"]),
     ("animation-rebuilt-as-objects", "pages/_widgets/__init__.py", "st.plotly_chart(_Spec(spec), key=key, **kwargs)",
      "st.plotly_chart(go.Figure(**spec, _validate=False), key=key, **kwargs)", ["tests/test_app.py"]),
+    # A fine-tune that silently starts from random weights; an export that names the resume, not the run's start.
+    ("fine-tune-starts-random", "core/train.py", "        model.load_state_dict(init_weights)", "        pass",
+     ["tests/test_train.py"]),
+    ("export-names-the-resume", "core/cli_train.py",
+     'return {} if args.resume and (out / "last.safetensors").exists() else {"command": command_line(argv)}',
+     "return {}", ["tests/test_train.py"]),
 ]
 
 
