@@ -259,6 +259,9 @@ def _ablation_section(assets: Path) -> list[str]:
 
 
 VIDEO_ROWS = ("baseline", "magnets", "magnets_stride2", "decreasing")  # bench/results/video/<task>_<row>.json
+# Per task, how the card pairs two rows clip by clip: (per-clip field, scale, format, unit).
+VIDEO_PAIRED = {"predict": ("per_clip_psnr_model", 1, "{:+.2f}", "dB"),
+                "generate": ("per_clip_correct", 100, "{:+.1f}", "points")}
 
 
 def _interval(lo_hi, fmt: str) -> str:
@@ -279,14 +282,16 @@ def _video_section(assets: Path) -> list[str]:
     lines = ["## Video model", "", f"{_nested(cfg)}; {cfg['frames']} frames x 64 tokens. Clips: {extra['clips']}. "
              f"{trained}. Tuned decoding: {extra.get('tuned_decoding')}.", ""]
     folder = ROOT / "bench" / "results" / "video"
-    results = [json.loads((folder / f"{task}_{row}.json").read_text()) for task in ("predict", "generate")
-               for row in VIDEO_ROWS if (folder / f"{task}_{row}.json").exists()]
+    by_row = {(task, row): json.loads((folder / f"{task}_{row}.json").read_text()) for task in ("predict", "generate")
+              for row in VIDEO_ROWS if (folder / f"{task}_{row}.json").exists()}
+    results = list(by_row.values())
 
-    def paired(r: dict, key: str, scale: float, fmt: str, base: dict | None = None) -> str:
+    def paired(r: dict, base: dict | None = None) -> str:
         """r minus `base` (the task's baseline row) on the same clips, with its 95 % interval (resampling clips)."""
-        base = base or next(b for b in results if b["task"] == r["task"] and b["schedule"] == "L*12")
+        base = base or by_row[r["task"], "baseline"]
         if r is base:
             return "-"
+        key, scale, fmt, _ = VIDEO_PAIRED[r["task"]]
         diff = scale * (np.asarray(r[key], float) - np.asarray(base[key], float))
         diff = diff.mean(1) if diff.ndim == 2 else diff
         return f"{fmt.format(diff.mean())} {_interval(mean_interval(diff), fmt)}"
@@ -304,7 +309,7 @@ def _video_section(assets: Path) -> list[str]:
                                                                               r["psnr_gain_over_copy_ci"]))
             lines.append(f"| `{r['schedule']}` | {r['stride']} | {r['gflops_per_clip']:.2f} | {r['flops_ratio']:.2f}x | "
                          + ", ".join(f"{v:.1f}" for v in r["psnr_model"]) + f" | {r['psnr_model_mean']:.2f} "
-                         f"{_interval(r['psnr_model_mean_ci'], '{:.2f}')} | {paired(r, 'per_clip_psnr_model', 1, '{:+.2f}')} | "
+                         f"{_interval(r['psnr_model_mean_ci'], '{:.2f}')} | {paired(r)} | "
                          f"{float(np.mean(r['ssim_model'])):.3f} | {gain} |")
         lines.append("| copy the last given frame | - | 0 | - | " + ", ".join(f"{v:.1f}" for v in r0["psnr_copy_last"])
                      + f" | {r0['psnr_copy_last_mean']:.2f} | | {float(np.mean(r0['ssim_copy_last'])):.3f} | |")
@@ -318,7 +323,7 @@ def _video_section(assets: Path) -> list[str]:
                   "frame accuracy |", "|---|---|---:|---:|---:|---:|---:|",
                   *[f"| `{r['schedule']}` | {r['stride']} | {r['gflops_per_clip']:.2f} | {r['flops_ratio']:.2f}x | "
                     f"{r['label_accuracy']:.1%} {_interval(r['label_accuracy_ci'], '{:.1%}')} | "
-                    f"{paired(r, 'per_clip_correct', 100, '{:+.1f}')} | {r['frame_accuracy']:.1%} "
+                    f"{paired(r)} | {r['frame_accuracy']:.1%} "
                     f"{_interval(r['frame_accuracy_ci'], '{:.1%}')} |" for r in generate]]
         if (folder / "generate_floor.json").exists():
             lines += [f"| {r['label']} ({r['n']}) | - | - | - | {r['label_accuracy']:.1%} "
@@ -327,16 +332,12 @@ def _video_section(assets: Path) -> list[str]:
                       for r in json.loads((folder / "generate_floor.json").read_text())["rows"]]
         lines.append("")
     # The order claim at matched cost: increasing at stride 2 costs about what decreasing with no refresh does.
-    order = {task: [next((r for r in results if r["task"] == task and r["schedule"] == sched
-                          and r["stride"] == stride), None) for sched, stride in
-                     (("XS*2,S*2,M*3,L*5", "2"), ("L*5,M*3,S*2,XS*2", "never"))] for task in ("predict", "generate")}
-    order = {task: pair for task, pair in order.items() if None not in pair}
+    order = {task: (by_row[task, "magnets_stride2"], by_row[task, "decreasing"]) for task in VIDEO_PAIRED
+             if (task, "magnets_stride2") in by_row and (task, "decreasing") in by_row}
     if order:
-        key = {"predict": ("per_clip_psnr_model", 1, "{:+.2f}", "dB"), "generate": ("per_clip_correct", 100, "{:+.1f}",
-                                                                                   "points")}
         lines += ["Order at matched cost, paired clip by clip: `XS*2,S*2,M*3,L*5` at stride 2 minus `L*5,M*3,S*2,XS*2`"
                   " with no refresh: " + "; ".join(
-                      f"{task} {paired(inc, *key[task][:3], base=dec)} {key[task][3]} ({inc['flops_ratio']:.2f}x vs "
+                      f"{task} {paired(inc, base=dec)} {VIDEO_PAIRED[task][3]} ({inc['flops_ratio']:.2f}x vs "
                       f"{dec['flops_ratio']:.2f}x fewer FLOPs)" for task, (inc, dec) in order.items()) + ".", ""]
     for task, t in extra.get("tuning", {}).items():
         metrics = [k for k in t["rows"][0] if k not in ("cfg_scale", "temperature", "n")]

@@ -89,7 +89,7 @@ MUTATIONS = [
     ("fine-tune-starts-random", "core/train.py", "        model.load_state_dict(init_weights)", "        pass",
      ["tests/test_train.py"]),
     ("export-names-the-resume", "core/cli_train.py",
-     'return {} if args.resume and (out / "last.safetensors").exists() else {"command": command_line(argv)}',
+     'return {} if resumed is not None else {"command": command_line(argv)}',
      "return {}", ["tests/test_train.py"]),
 ]
 

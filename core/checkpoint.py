@@ -72,19 +72,27 @@ def _verify_against_manifest(path: Path) -> None:
             f"the file is corrupt, truncated or was changed; {_FIX_HINT}")
 
 
-def load_checkpoint(path_stem: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
-    """Return (state_dict, config_dict, extra); every failure becomes one CheckpointError."""
-    stem = _stem(path_stem)
-    weights, meta = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    for p in (weights, meta):
-        if not p.is_file():
-            raise CheckpointError(f"{p}: checkpoint file missing; {_FIX_HINT}")
-        _verify_against_manifest(p)
+def _checked(path: Path) -> Path:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file missing; {_FIX_HINT}")
+    _verify_against_manifest(path)
+    return path
+
+
+def load_meta(path_stem: str | Path) -> tuple[dict, dict]:
+    """(config_dict, extra) of a checkpoint, without reading its weights; failures as in load_checkpoint."""
+    meta = _checked(_stem(path_stem).with_suffix(".json"))
     try:
         payload = json.loads(meta.read_text())
-        config, extra = payload["config"], payload.get("extra") or {}
+        return payload["config"], payload.get("extra") or {}
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{meta}: unreadable checkpoint config ({exc!r}); {_FIX_HINT}") from None
+
+
+def load_checkpoint(path_stem: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """Return (state_dict, config_dict, extra); every failure becomes one CheckpointError."""
+    weights = _checked(_stem(path_stem).with_suffix(".safetensors"))
+    config, extra = load_meta(path_stem)
     try:
         state_dict = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -56,7 +56,19 @@ def add_run_args(p: argparse.ArgumentParser, out: str) -> None:
     add_runtime_args(p, default_device="cuda" if torch.cuda.is_available() else "cpu")
 
 
-def init_point(args, out: Path, tokenizer_sha256: str | None) -> tuple[dict | None, dict, dict]:
+def resumed_run(args, out: Path) -> tuple[dict, dict] | None:
+    """(model config, extra) of the run `--resume` continues, read once from its last checkpoint's JSON (the
+    weights are read by train); None for a fresh run."""
+    from core.checkpoint import load_meta
+
+    if args.resume and (out / "last.safetensors").exists():
+        return load_meta(out / "last")
+    if args.resume:
+        print(f"no checkpoint in {out} yet: starting the run", file=sys.stderr)
+    return None
+
+
+def init_point(args, resumed, tokenizer_sha256: str | None) -> tuple[dict | None, dict, dict]:
     """(weights, model config, record) of `--init-from`, or (None, {}, {}) without it. The weights must come
     from the same tokenizer; a resumed run keeps the start it was begun from."""
     from core.checkpoint import load_checkpoint, sha256_file
@@ -70,19 +82,18 @@ def init_point(args, out: Path, tokenizer_sha256: str | None) -> tuple[dict | No
               "command": extra.get("command") or extra.get("training_command")}
     if tokenizer_sha256 and extra.get("tokenizer_sha256", tokenizer_sha256) != tokenizer_sha256:
         raise ValueError(f"--init-from {stem} was trained on another tokenizer than --tokenizer {args.tokenizer}")
-    if args.resume and (out / "last.safetensors").exists():
-        started = load_checkpoint(out / "last")[2].get("init_from")
+    if resumed is not None:
+        started = resumed[1].get("init_from")
         if started is None or started["sha256"] != record["sha256"]:
-            raise ValueError(f"cannot resume {out}: it started from {started['path'] if started else 'random weights'}"
+            raise ValueError(f"cannot resume {args.out}: it started from {started['path'] if started else 'random weights'}"
                              f", not from --init-from {stem}; resume without --init-from")
-    return {k: v.float() for k, v in weights.items()}, config, {"init_from": record}
+    return weights, config, {"init_from": record}
 
 
-def run_configs(args, out: Path, model_base: dict, train_base: dict, init_config: dict | None = None):
+def run_configs(args, resumed, model_base: dict, train_base: dict, init_config: dict | None = None):
     """(ModelConfig, TrainConfig) for this run: a resumed run's checkpointed settings (else the defaults, under
     `model_base`/`train_base`, and the model of `init_config`), overridden by the flags given. Mismatches with a
     resumed run are refused later, by resume_point; with `init_config`, here."""
-    from core.checkpoint import load_checkpoint
     from core.nested import ModelConfig
     from core.train import TrainConfig
 
@@ -90,11 +101,8 @@ def run_configs(args, out: Path, model_base: dict, train_base: dict, init_config
     if given_train.get("ema_decay") == 0:
         given_train["ema_decay"] = None
     given_model = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None}
-    if args.resume and (out / "last.safetensors").exists():
-        _, saved_model, extra = load_checkpoint(out / "last")
-        model_base, train_base = saved_model, extra["train_config"]
-    elif args.resume:
-        print(f"no checkpoint in {out} yet: starting the run", file=sys.stderr)
+    if resumed is not None:
+        model_base, train_base = resumed[0], resumed[1]["train_config"]
     if "bf16" not in given_train and "bf16" not in train_base:
         given_train["bf16"] = args.device.startswith("cuda")
     train_cfg = TrainConfig(**{**train_base, **given_train})
@@ -167,9 +175,9 @@ def _image_tokens(args, out: Path):
     return train, val, record
 
 
-def _started_by(args, argv, out: Path) -> dict:
+def _started_by(argv, resumed) -> dict:
     """A fresh run records its command; a resumed one keeps the command that began it."""
-    return {} if args.resume and (out / "last.safetensors").exists() else {"command": command_line(argv)}
+    return {} if resumed is not None else {"command": command_line(argv)}
 
 
 def _finish(args, argv, final, t0) -> None:
@@ -196,8 +204,10 @@ def cmd_train(args, argv) -> None:
     out = Path(args.out)
     data, val, tokens_record = _image_tokens(args, out)
     vocab = tokens_record["codebook_size"]
-    init, init_config, init_record = init_point(args, out, tokens_record.get("tokenizer_sha256"))
-    model_cfg, cfg = run_configs(args, out, {"vocab_size": vocab, "seq_len": data.tokens.shape[1]}, {}, init_config)
+    resumed = resumed_run(args, out)
+    init, init_config, init_record = init_point(args, resumed, tokens_record.get("tokenizer_sha256"))
+    model_cfg, cfg = run_configs(args, resumed, {"vocab_size": vocab, "seq_len": data.tokens.shape[1]}, {},
+                                 init_config)
     if model_cfg.vocab_size != vocab:
         raise ValueError(f"the run's vocabulary ({model_cfg.vocab_size}) is not the tokenizer's ({vocab})")
     t0 = time.time()
@@ -205,23 +215,23 @@ def cmd_train(args, argv) -> None:
                   device=args.device, val_data=val.to(args.device) if val else None, val_every=args.val_every,
                   compile=args.compile, init_weights=init,
                   record={"tokenizer_sha256": tokens_record.get("tokenizer_sha256"), **init_record,
-                          **_started_by(args, argv, out)})
+                          **_started_by(argv, resumed)})
     _finish(args, argv, final, t0)
 
 
 def cmd_train_video(args, argv) -> None:
     import torch
 
-    from core.checkpoint import load_checkpoint
     from core.train import TokenData, train
     from core.video import ClipConfig, ClipTokens, MovingFashionMNIST, encode_clips, held_out_clips
 
     set_threads(args.threads)
     out = Path(args.out)
     given = {k: getattr(args, k) for k in CLIP_FLAGS if getattr(args, k) is not None}
+    resumed = resumed_run(args, out)
     saved = {}
-    if args.resume and (out / "last.safetensors").exists():
-        saved = load_checkpoint(out / "last")[2].get("clips", {})
+    if resumed is not None:
+        saved = resumed[1].get("clips", {})
         diffs = [f"{k}: the run has {saved[k]}, given {v}" for k, v in given.items() if saved.get(k) != v]
         if diffs:
             raise ValueError(f"cannot resume {out}: clip settings differ ({'; '.join(diffs)})")
@@ -235,15 +245,15 @@ def cmd_train_video(args, argv) -> None:
         val = TokenData(encode_clips(data.tokenizer, frames.to(args.device)), val_labels.to(args.device))
     model_base = {"vocab_size": record["codebook_size"], "seq_len": clips.seq_len, "frames": clips.frames}
     train_base = {"prefix_frac": 0.5, "prefix_len": clips.prefix_len}
-    init, init_config, init_record = init_point(args, out, record["tokenizer_sha256"])
-    model_cfg, cfg = run_configs(args, out, model_base, train_base, init_config)
+    init, init_config, init_record = init_point(args, resumed, record["tokenizer_sha256"])
+    model_cfg, cfg = run_configs(args, resumed, model_base, train_base, init_config)
     if cfg.prefix_len != clips.prefix_len or model_cfg.seq_len != clips.seq_len:
         raise ValueError("the run's sequence layout does not match its clip settings")
     t0 = time.time()
     final = train(model_cfg, cfg, data, out, resume=args.resume, extend=args.extend, device=args.device,
                   val_data=val, val_every=args.val_every, compile=args.compile, init_weights=init,
                   record={"clips": clips.to_dict(), "tokenizer_sha256": record["tokenizer_sha256"], **init_record,
-                          **_started_by(args, argv, out)})
+                          **_started_by(argv, resumed)})
     _finish(args, argv, final, t0)
 
 
