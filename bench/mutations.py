@@ -85,6 +85,7 @@ MUTATIONS = [
      'cfg=pipe.default_config("predict").cfg_scale', ["tests/test_video.py"]),
     ("animation-rebuilt-as-objects", "pages/_widgets/__init__.py", "st.plotly_chart(_Spec(spec), key=key, **kwargs)",
      "st.plotly_chart(go.Figure(**spec, _validate=False), key=key, **kwargs)", ["tests/test_app.py"]),
+    ("server-heap-not-settled", "pages/_widgets/__init__.py", "    gc.freeze()\n", "", ["tests/test_app.py"]),
     # A fine-tune that silently starts from random weights; an export that names the resume, not the run's start.
     ("fine-tune-starts-random", "core/train.py", "        model.load_state_dict(init_weights)", "        pass",
      ["tests/test_train.py"]),
