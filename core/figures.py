@@ -42,30 +42,39 @@ def flops_headline(rows: list[dict], steps: int | None = None) -> str:
     return f"{ratio:.1f}x fewer FLOPs than the full model at every step"
 
 
-def flops_figures(rows: list[dict], steps: int) -> tuple[go.Figure, go.Figure]:
+def flops_figures(rows: list[dict], steps: int, per: str = "image") -> tuple[dict, dict]:
     """(per-step stacked bars: components + saved by cache, with the baseline as a line; cumulative GFLOPs of
-    this run against the baseline)."""
+    this run against the baseline), as plotly JSON: the charts drawn on every run are built as dicts, which takes a
+    fraction of the time graph objects take to build and validate (see `decode_animation`)."""
     x = [r["step"] for r in rows]
-    per_step = go.Figure()
-    for c in COMPONENTS:
-        per_step.add_bar(x=x, y=[r[c] / 1e6 for r in rows], name=c)
-    per_step.add_bar(x=x, y=[r["saved_by_cache"] / 1e6 for r in rows], name="saved by cache",
-                     marker=dict(color="rgba(150,150,150,0.35)", pattern_shape="/"))
-    per_step.add_scatter(x=x, y=[r["baseline"] / 1e6 for r in rows], name="full model, no cache",
-                         mode="lines+markers", line=dict(color="black", dash="dot"))
-    per_step.update_layout(barmode="stack", title="MFLOPs per step (per image)", **_step_axis(steps))
-    cumulative = go.Figure()
-    for key, name in (("total", "this run"), ("baseline", "full model, no cache")):
-        cumulative.add_scatter(x=x, y=np.cumsum([r[key] for r in rows]) / 1e9, name=name, mode="lines+markers")
-    cumulative.update_layout(title="cumulative GFLOPs (per image)", **_step_axis(steps))
-    return per_step, cumulative
+    per_step = [_bar(x, [r[c] / 1e6 for r in rows], c) for c in COMPONENTS]
+    per_step.append(_bar(x, [r["saved_by_cache"] / 1e6 for r in rows], "saved by cache",
+                         marker=dict(color="rgba(150,150,150,0.35)", pattern=dict(shape="/"))))
+    per_step.append(_line(x, [r["baseline"] / 1e6 for r in rows], "full model, no cache",
+                          line=dict(color="black", dash="dot")))
+    cumulative = [_line(x, (np.cumsum([r[key] for r in rows]) / 1e9).tolist(), name)
+                  for key, name in (("total", "this run"), ("baseline", "full model, no cache"))]
+    return (_figure(per_step, f"MFLOPs per step (per {per})", barmode="stack", **_step_axis(steps)),
+            _figure(cumulative, f"cumulative GFLOPs (per {per})", **_step_axis(steps)))
+
+
+def _figure(data: list[dict], title: str, **layout) -> dict:
+    return {"data": data, "layout": {"title": {"text": title}, **layout}}
+
+
+def _bar(x, y, name: str, **style) -> dict:
+    return {"type": "bar", "x": x, "y": y, "name": name, **style}
+
+
+def _line(x, y, name: str | None = None, **style) -> dict:
+    return {"type": "scatter", "mode": "lines+markers", "x": x, "y": y, "name": name, **style}
 
 
 def _step_axis(steps: int) -> dict:
     """Layout shared by the per-step charts: the x axis spans every step (so a live run fills in from the left)
     and the legend sits below, because the charts stand three abreast."""
     return dict(height=380, margin=dict(t=40, b=10, l=10, r=10), legend=dict(orientation="h", y=-0.25),
-                xaxis=dict(title="step", range=[0.5, steps + 0.5]))
+                xaxis=dict(title={"text": "step"}, range=[0.5, steps + 0.5]))
 
 
 def schedule_figure(sizes, actions, cfg: ModelConfig) -> go.Figure:
@@ -80,19 +89,19 @@ def schedule_figure(sizes, actions, cfg: ModelConfig) -> go.Figure:
     return fig
 
 
-def quality_figure(p_class: list[float], steps: int) -> go.Figure:
-    fig = go.Figure(go.Scatter(x=list(range(1, len(p_class) + 1)), y=p_class, mode="lines+markers"))
-    fig.update_layout(title="p(requested class) of the preview", yaxis=dict(range=[0, 1.02]), **_step_axis(steps))
-    return fig
+def quality_figure(p_class: list[float], steps: int) -> dict:
+    layout = _step_axis(steps) | {"yaxis": dict(range=[0, 1.02])}
+    return _figure([_line(list(range(1, len(p_class) + 1)), list(p_class))], "p(requested class) of the preview",
+                   **layout)
 
 
-def history_figure(history: list[dict]) -> go.Figure:
-    fig = go.Figure(go.Scatter(x=[h["gflops"] for h in history], y=[h["quality"] for h in history],
-                               mode="markers+text", text=[str(i + 1) for i in range(len(history))],
-                               textposition="top center", hovertext=[h["describe"] for h in history]))
-    fig.update_layout(title="this session's runs: quality vs GFLOPs per image", height=300, margin=dict(t=40),
-                      xaxis=dict(title="GFLOPs per image"), yaxis=dict(title="p(requested class)", range=[0, 1.05]))
-    return fig
+def history_figure(history: list[dict]) -> dict:
+    runs = _line([h["gflops"] for h in history], [h["quality"] for h in history], mode="markers+text",
+                 text=[str(i + 1) for i in range(len(history))], textposition="top center",
+                 hovertext=[h["describe"] for h in history])
+    return _figure([runs], "this session's runs: quality vs GFLOPs per image", height=300, margin=dict(t=40),
+                   xaxis=dict(title={"text": "GFLOPs per image"}),
+                   yaxis=dict(title={"text": "p(requested class)"}, range=[0, 1.05]))
 
 
 def training_figures(rows: list[dict]) -> list[go.Figure]:
@@ -277,22 +286,18 @@ def decode_animation(records: list[StepRecord], previews: np.ndarray, mask_id: i
             "frames": [dict(data=data, name=name, traces=[0, 1, 2, 3]) for data, name in zip(placed, names)]}
 
 
-def drift_figure(records: list[StepRecord], steps: int) -> go.Figure:
+def drift_figure(records: list[StepRecord], steps: int) -> dict:
     """Per reuse step: how far the cached pass's logits are from a cache-free pass of the same step (max and mean
-    absolute difference) and how often their top-1 tokens agree."""
-    from plotly.subplots import make_subplots
-
+    absolute difference, left axis) and how often their top-1 tokens agree (right axis)."""
     rows = [r for r in records if r.drift]
     x = [r.step + 1 for r in rows]
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_bar(x=x, y=[r.drift["max_abs_logit"] for r in rows], name="max |Δ logit|")
-    fig.add_bar(x=x, y=[r.drift["mean_abs_logit"] for r in rows], name="mean |Δ logit|")
-    fig.add_scatter(x=x, y=[r.drift["top1_agreement"] for r in rows], name="top-1 agreement", mode="lines+markers",
-                    secondary_y=True)
-    fig.update_yaxes(title="logit difference", secondary_y=False)
-    fig.update_yaxes(title="top-1 agreement", range=[0, 1.02], secondary_y=True)
-    fig.update_layout(title="cache drift: reuse vs a cache-free pass of the same step", **_step_axis(steps))
-    return fig
+    data = [_bar(x, [r.drift["max_abs_logit"] for r in rows], "max |Δ logit|"),
+            _bar(x, [r.drift["mean_abs_logit"] for r in rows], "mean |Δ logit|"),
+            _line(x, [r.drift["top1_agreement"] for r in rows], "top-1 agreement", yaxis="y2")]
+    return _figure(data, "cache drift: reuse vs a cache-free pass of the same step", **_step_axis(steps),
+                   yaxis=dict(title={"text": "logit difference"}),
+                   yaxis2=dict(title={"text": "top-1 agreement"}, range=[0, 1.02], overlaying="y", side="right",
+                               tickmode="auto", showgrid=False))
 
 
 def _grid_heatmap(z: np.ndarray, text: np.ndarray, colorscale: list, n_values: int) -> dict:

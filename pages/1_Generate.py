@@ -9,7 +9,7 @@ import streamlit as st
 from core.decode import trace_json
 from core.figures import history_figure
 from core.pictures import animation_frames, png_bytes
-from pages._widgets import animation_downloads, device_caption, load_pipeline, page_setup
+from pages._widgets import animation_downloads, chart, device_caption, load_pipeline, page_setup
 from pages._widgets.settings import settings_panel
 from pages._widgets.trace_view import Trace, final_images, run, show
 
@@ -78,7 +78,7 @@ def run_and_show(settings, config) -> None:
         fd = "n/a (needs 2+ images)" if trace.score["fd"] is None else f"{trace.score['fd']:.1f}"
         st.markdown(f"Label accuracy **{trace.score['label_accuracy']:.0%}** on {trace.score['n']} image(s) · "
                     f"FD to the test set {fd} (biased upward at small n)")
-    st.plotly_chart(history_figure(ss["gen_history"]), key="gen_history_chart")
+    chart(history_figure(ss["gen_history"]), key="gen_history_chart")
 
     st.subheader("Export")
     # Built when a button is pressed, not on every rerun.

@@ -169,10 +169,12 @@ else:
                    f"**{result.scores['label_accuracy']:.0%}**.")
 chart(decode_animation(result.records, result.strips[:, sample], cfg.mask_id, sizes_small_to_large(cfg), sample,
                        pace, frames=T), key=P + "animation", config={"displayModeBar": False})
-per_step, cumulative = flops_figures(rows, len(result.records))
+per_step, cumulative = flops_figures(rows, len(result.records), per="clip")
 c1, c2 = st.columns(2)
-c1.plotly_chart(per_step, key=P + "flops")
-c2.plotly_chart(cumulative, key=P + "cumulative")
+with c1:
+    chart(per_step, key=P + "flops")
+with c2:
+    chart(cumulative, key=P + "cumulative")
 st.caption(f"Tokens fingerprint `{result.fingerprint()}`")
 
 st.subheader("Export")

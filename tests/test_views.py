@@ -90,7 +90,7 @@ def test_flops_rows_split_computed_and_saved(tiny_model, run):
     assert flops_headline(rows).startswith(f"{ratio:.1f}x fewer FLOPs")
     assert flops_headline(rows[:2], steps=len(rows)).endswith(f"so far (steps 1-2 of {len(rows)})")
     per_step, cumulative = flops_figures(rows[:2], steps=6)
-    assert per_step.layout.xaxis.range == (0.5, 6.5) and len(cumulative.data) == 2
+    assert per_step["layout"]["xaxis"]["range"] == [0.5, 6.5] and len(cumulative["data"]) == 2
 
 
 def test_flops_rows_count_guidance_passes(tiny_model):
@@ -153,7 +153,7 @@ def test_step_quality():
     probs = np.array([[0.7, 0.3], [0.2, 0.8]])
     assert step_quality(probs, 0) == pytest.approx(0.45)
     assert step_quality(probs, None) == pytest.approx(0.75)
-    assert quality_figure([0.2, 0.5], steps=6).layout.xaxis.range == (0.5, 6.5)  # room for the steps to come
+    assert quality_figure([0.2, 0.5], steps=6)["layout"]["xaxis"]["range"] == [0.5, 6.5]  # room for the steps to come
 
 
 def test_model_page_helpers(tiny_model, tmp_path):

@@ -86,7 +86,8 @@ def show(pipe: Pipeline, trace: Trace, sample: int, pace_ms: int) -> None:
     if any(r.drift for r in trace.records):
         charts.append(drift_figure(trace.records, steps))
     for col, fig, name in zip(st.columns(len(charts)), charts, ("flops", "cumulative", "quality", "drift")):
-        col.plotly_chart(fig, key=f"gen_chart_{name}")
+        with col:
+            chart(fig, key=f"gen_chart_{name}")
     st.caption(f"Run {trace.number} · Tokens fingerprint `{trace.fingerprint()}` (equal settings give an equal "
                "fingerprint)")
 
