@@ -3,8 +3,9 @@ Chromium. Times, on the Generate page with the default settings (1 image, 12 ste
 
 - click-to-first-step: from the click on Generate until the first step's token grid (or the finished run) shows;
 - click-to-done: until the finished run (its animation and fingerprint) shows;
-- 4 sessions at once: four browsers, each on its own link (other settings), press Generate at the same moment;
-  each must show what it shows alone (same fingerprint), and the slowest click-to-done is reported;
+- 4 sessions at once: four browsers, each on its own link (other settings) and its run drawn, press Generate at
+  the same moment; each must show what it shows alone (same fingerprint), and the slowest click-to-done is
+  reported. A session reads its page (a whole-page text search) only once all four runs are done;
 - the page's "model wall time" against the CLI's for the same settings (`python -m core sample`).
 
 Times are taken inside the browser, from the click event to a MutationObserver seeing the text, so neither
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
+SETTLE_MS = 1000  # after a link's run shows, before its user presses Generate: the page finishes drawing it
 WATCH = """(next) => {
   window.__marks = {};
   // The clock starts at the click itself, not when Playwright is asked to click: Playwright first waits for the
@@ -96,18 +98,27 @@ def browser_cpu_s(cdp) -> float:
     return next(m["value"] for m in cdp.send("Performance.getMetrics")["metrics"] if m["name"] == "TaskDuration")
 
 
-def one_click(page, cdp=None) -> dict:
-    """Click Generate on an open Generate page and time the first step and the finished run (with a CDP session,
-    also the browser's main-thread CPU from just before the click to the finished run)."""
+def click_and_wait(page, cdp=None) -> dict:
+    """Click Generate on an open Generate page and wait for the finished run: the times to its first step and to
+    the end (with a CDP session, also the browser's main-thread CPU from just before the click to the end)."""
     page.evaluate(WATCH, run_number(page) + 1)
     cpu = browser_cpu_s(cdp) if cdp else None
     page.get_by_role("button", name="Generate").click()
     page.wait_for_function("() => window.__marks.done", timeout=120_000)
     cpu = browser_cpu_s(cdp) - cpu if cdp else None
-    page.wait_for_timeout(300)  # let the last deltas land before reading the page
     marks = page.evaluate("window.__marks")
-    return {"first_step_s": marks["first"] / 1000, "done_s": marks["done"] / 1000, "model_ms": model_ms(page),
-            "browser_cpu_s": cpu, "fingerprint": fingerprint(page)}
+    return {"first_step_s": marks["first"] / 1000, "done_s": marks["done"] / 1000, "browser_cpu_s": cpu}
+
+
+def read_run(page) -> dict:
+    """What the finished run shows. Reading it searches the whole page's text, which costs the browser far more
+    than the observer does, so no other session may still be waiting for its run while this reads."""
+    page.wait_for_timeout(300)  # let the last deltas land before reading the page
+    return {"model_ms": model_ms(page), "fingerprint": fingerprint(page)}
+
+
+def one_click(page, cdp=None) -> dict:
+    return click_and_wait(page, cdp) | read_run(page)
 
 
 def open_link(browser, url: str, link: dict) -> tuple[object, float]:
@@ -117,6 +128,33 @@ def open_link(browser, url: str, link: dict) -> tuple[object, float]:
     page.goto(f"{url}/Generate?{urllib.parse.urlencode(link)}")
     page.get_by_text(re.compile("Tokens fingerprint")).first.wait_for(timeout=120_000)
     return page, time.perf_counter() - t0
+
+
+def concurrent_round(url: str, links: list[dict]) -> list[tuple[str, float]]:
+    """Four users, each in their own browser on their own link, press Generate at the same moment:
+    (fingerprint, click-to-done) per session."""
+    from playwright.sync_api import sync_playwright
+
+    results: list = [None] * len(links)
+    ready, all_done = threading.Barrier(len(links)), threading.Barrier(len(links))
+
+    def session(i):
+        with sync_playwright() as q:
+            b = q.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            pg, _ = open_link(b, url, links[i])
+            pg.wait_for_timeout(SETTLE_MS)
+            ready.wait()
+            click = click_and_wait(pg)
+            all_done.wait()  # the sessions' own reading of their pages must not slow the others' runs
+            results[i] = (read_run(pg)["fingerprint"], click["done_s"])
+            b.close()
+
+    threads = [threading.Thread(target=session, args=(i,)) for i in range(len(links))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
 
 
 def cli_model_ms(runs: int = 5) -> float:
@@ -136,6 +174,8 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of four sessions at once (the machine is shared: "
+                                                               "one round is a noisy sample)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "browser"))
     args = ap.parse_args(argv)
     server, url = start_server()
@@ -157,23 +197,7 @@ def main(argv=None) -> int:
                 pg, _ = open_link(browser, url, link)
                 alone.append(fingerprint(pg))
                 pg.context.close()
-            results: list = [None] * len(links)
-            ready = threading.Barrier(len(links))
-
-            def session(i):  # each in its own browser: four users pressing Generate at once
-                with sync_playwright() as q:
-                    b = q.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-                    pg, _ = open_link(b, url, links[i])
-                    ready.wait()
-                    click = one_click(pg)
-                    results[i] = (click["fingerprint"], click["done_s"])
-                    b.close()
-
-            threads = [threading.Thread(target=session, args=(i,)) for i in range(len(links))]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            rounds = [concurrent_round(url, links) for _ in range(args.rounds)]
             browser.close()
     finally:
         server.terminate()
@@ -187,22 +211,24 @@ def main(argv=None) -> int:
         "click_to_done_max_s": max(c["done_s"] for c in clicks),
         "page_model_ms_median": page_model, "cli_model_ms_median": cli, "page_vs_cli": page_model / cli,
         "browser_cpu_per_click_median_s": statistics.median(c["browser_cpu_s"] for c in clicks),
-        "concurrent_sessions": len(links), "concurrent_all_correct": [r[0] for r in results] == alone,
-        "concurrent_slowest_s": max(r[1] for r in results),
+        "concurrent_sessions": len(links), "concurrent_rounds": len(rounds),
+        "concurrent_all_correct": all([r[0] for r in results] == alone for results in rounds),
+        "concurrent_slowest_per_round_s": [max(r[1] for r in results) for results in rounds],
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "summary": summary,
-                                                    "clicks": clicks, "concurrent": results}, indent=2) + "\n")
-    s = summary
+                                                    "clicks": clicks, "concurrent": rounds}, indent=2) + "\n")
+    s, slowest = summary, summary["concurrent_slowest_per_round_s"]
     lines = [f"Generate page, default settings (1 image, 12 steps), Debian chromium via Playwright, {args.runs} clicks "
              f"after a warm-up ({time.strftime('%Y-%m-%d')}; `python bench/browser.py`).", "",
              "| measure | value | target |", "|---|---:|---:|",
              f"| click to first step (median) | {s['click_to_first_step_median_s']:.2f} s | <= 0.3 s |",
              f"| click to done (median; min-max) | {s['click_to_done_median_s']:.2f} s "
              f"({s['click_to_done_min_s']:.2f}-{s['click_to_done_max_s']:.2f}) | <= 0.6 s |",
-             f"| 4 sessions at once: slowest (all correct: {s['concurrent_all_correct']}) | "
-             f"{s['concurrent_slowest_s']:.2f} s | <= 2 s |",
+             f"| 4 sessions at once, slowest of the four (median of {len(rounds)} rounds; min-max; all correct: "
+             f"{s['concurrent_all_correct']}) | {statistics.median(slowest):.2f} s ({min(slowest):.2f}-"
+             f"{max(slowest):.2f}) | <= 2 s |",
              f"| model wall time: page / CLI (medians) | {s['page_model_ms_median']:.0f} ms / "
              f"{s['cli_model_ms_median']:.0f} ms = {s['page_vs_cli']:.2f} | within 20 % |",
              f"| browser main-thread CPU per click (median) | {s['browser_cpu_per_click_median_s']:.2f} s | |"]
