@@ -337,6 +337,17 @@ def test_video_page_controls_change_the_run(video_page, name, change, changed):
     assert changed(before, _result(at)), name
 
 
+def test_video_page_preset_names_the_schedule(video_page):
+    """The preset box shows the preset the schedule spells, from a link or typed, and 'custom' otherwise."""
+    at = video_page(schedule="magnets")
+    assert at.selectbox(key="vid_preset").value == "magnets"
+    assert at.text_input(key="vid_schedule").value == "XS*1,S*1,M*1,L*3"
+    at.text_input(key="vid_schedule").input("XS*2,L*4").run()
+    assert at.selectbox(key="vid_preset").value == "custom"
+    at.text_input(key="vid_schedule").input("L*6").run()
+    assert at.selectbox(key="vid_preset").value == "baseline"
+
+
 def test_video_page_cfg_changes_generation(video_page):
     at = video_page(task="generate")
     before = _result(at)
