@@ -157,16 +157,16 @@ def concurrent_round(url: str, links: list[dict]) -> list[tuple[str, float]]:
     return results
 
 
-def cli_model_ms(runs: int = 5) -> float:
-    """The CLI's model wall time for the page's default settings (median of `runs` runs in one process), on as
-    many threads as the app's server uses."""
-    code = ("import statistics, torch; from core.pipeline import Pipeline, server_threads; "
+def cli_model_ms(runs: int = 5) -> list[float]:
+    """The CLI's model wall times (ms) for the page's default settings (`runs` runs in one process after a
+    warm-up), on as many threads as the app's server uses."""
+    code = ("import json, torch; from core.pipeline import Pipeline, server_threads; "
             "torch.set_num_threads(server_threads()); pipe = Pipeline.load(); "
             "config = pipe.default_config(schedule='magnets', cache_stride='never', seed=0); "
             f"t = [pipe.generate(config, [0]).wall_time for _ in range({runs} + 1)][1:]; "
-            "print(1000 * statistics.median(t))")
-    return float(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip().splitlines()[-1])
+            "print(json.dumps([1000 * x for x in t]))")
+    return json.loads(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                                     check=True).stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
@@ -178,6 +178,7 @@ def main(argv=None) -> int:
                                                                "one round is a noisy sample)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "browser"))
     args = ap.parse_args(argv)
+    cli = cli_model_ms()  # before the browsers and after them: the machine's load drifts over the minutes between
     server, url = start_server()
     try:
         with sync_playwright() as p:
@@ -202,7 +203,7 @@ def main(argv=None) -> int:
     finally:
         server.terminate()
         server.wait(timeout=20)
-    cli = cli_model_ms()
+    cli = statistics.median(cli + cli_model_ms())
     page_model = statistics.median(c["model_ms"] for c in clicks)
     summary = {
         "click_to_first_step_median_s": statistics.median(c["first_step_s"] for c in clicks),
