@@ -187,11 +187,12 @@ def _finish(args, argv, final, t0) -> None:
         state, config, extra = load_checkpoint(final)
         # Half the bytes, and no measurable change in samples: shipped checkpoints have a 60 MB budget in all.
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        started = extra.get("command", command_line(argv))  # the run records the command that began it
+        this = command_line(argv)
+        started = extra.get("command", this)  # the run records the command that began it
         extra = {**extra, "command": started, "last_session_seconds": round(time.time() - t0),
                  "stored_as": "float16 weights (loaded into float32)"}
-        if command_line(argv) != started:
-            extra["exported_by"] = command_line(argv)
+        if this != started:
+            extra["exported_by"] = this
         save_checkpoint(args.export, state, config, extra)
         update_manifest(Path(args.export).parent)
         print(f"transformer exported to {args.export}.safetensors")

@@ -10,16 +10,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import streamlit as st
 
-from core.app_settings import (CHOICES, LIMITS, STRIDE_CHOICES, VideoSettings, matching_preset,
-                               sizes_small_to_large)
+from core.app_settings import CHOICES, LIMITS, STRIDE_CHOICES, VideoSettings, sizes_small_to_large
 from core.data import CLASS_NAMES
 from core.decode import StepRecord
 from core.figures import decode_animation, flops_figures, flops_headline, flops_rows, psnr_figure
 from core.pictures import clip_frames, clip_gif, to_uint8
-from core.schedule import PRESETS, preset
+from core.schedule import PRESETS
 from core.video import held_out_clips
 from core.video_eval import clip_votes, majority, prediction_scores, test_split
 from pages._widgets import animation_downloads, chart, device_caption, load_video_pipeline, page_setup
+from pages._widgets.settings import CUSTOM, apply_preset, name_preset, seed_preset
 
 page_setup("Video")
 st.title("Video")
@@ -65,21 +65,7 @@ if P + "saved" not in ss:  # first visit: from the link (or the model's tuned de
     ss[P + "saved"] = link_settings
 for name in VideoSettings.__dataclass_fields__:  # Streamlit drops widget state on other pages: restore it
     ss.setdefault(P + name, getattr(ss[P + "saved"], name))
-CUSTOM = "custom"
-if P + "preset" not in ss:
-    ss[P + "preset"] = matching_preset(ss[P + "schedule"], ss[P + "steps"]) or CUSTOM
-    if ss[P + "preset"] != CUSTOM:  # show a preset named in the URL in the text form too
-        ss[P + "schedule"] = preset(ss[P + "preset"], ss[P + "steps"]).text
-
-
-def _apply_preset():
-    if ss[P + "preset"] != CUSTOM:  # a preset stretches to the step count; the text form shows it
-        ss[P + "schedule"] = preset(ss[P + "preset"], ss[P + "steps"]).text
-
-
-def _name_preset():  # an edited text form selects the preset it spells, if any
-    ss[P + "preset"] = matching_preset(ss[P + "schedule"], ss[P + "steps"]) or CUSTOM
-
+seed_preset(P)
 
 with st.sidebar:
     st.header("Settings")
@@ -91,10 +77,10 @@ with st.sidebar:
         st.number_input("Test clips (seed)", *LIMITS["clip"], key=P + "clip",
                         help=f"Which test clips to continue: the first {clips_cfg.given_frames} frames are given.")
     st.number_input("Clips", 1, 8, key=P + "n")
-    st.number_input("Steps", *LIMITS["steps"], key=P + "steps", on_change=_apply_preset)
-    st.selectbox("Schedule preset", [CUSTOM, *PRESETS], key=P + "preset", on_change=_apply_preset)
+    st.number_input("Steps", *LIMITS["steps"], key=P + "steps", on_change=apply_preset, args=(P,))
+    st.selectbox("Schedule preset", [CUSTOM, *PRESETS], key=P + "preset", on_change=apply_preset, args=(P,))
     st.text_input("Schedule (text form)", key=P + "schedule", help="Runs of SIZE*COUNT, e.g. XS*2,S*2,M*3,L*5",
-                  on_change=_name_preset)
+                  on_change=name_preset, args=(P,))
     st.select_slider("Cache stride (never = refresh only on size changes)", STRIDE_CHOICES, key=P + "stride")
     st.number_input("Seed", *LIMITS["seed"], key=P + "seed")
     st.number_input("CFG scale (generation; 1 = no guidance)", *LIMITS["cfg"], step=0.5, key=P + "cfg")

@@ -30,13 +30,32 @@ def _init_from_url(defaults: Settings) -> bool:
         settings = ss[P + "saved_settings"]
     for f in fields(Settings):
         ss.setdefault(P + f.name, getattr(settings, f.name))
-    if P + "preset" not in ss:
-        ss[P + "preset"] = matching_preset(ss[P + "schedule"], ss[P + "steps"]) or CUSTOM
-        if ss[P + "preset"] != CUSTOM:  # show a preset named in the URL in the text form too
-            ss[P + "schedule"] = preset(ss[P + "preset"], ss[P + "steps"]).text
+    seed_preset(P)
     if first:
         ss[P + "link"] = (_current(), errors)  # the rejected URL values are reported while the settings are the link's
     return any(f.name in params for f in fields(Settings))
+
+
+def seed_preset(prefix: str) -> None:
+    """A page's preset box on its first draw (or after another page dropped it): the preset the schedule spells, or
+    custom. A preset named in the URL shows expanded in the text form too. Shared by every page with a schedule
+    editor; `prefix` is the page's session-state prefix."""
+    if prefix + "preset" not in ss:
+        name_preset(prefix)
+        apply_preset(prefix)
+
+
+def apply_preset(prefix: str) -> bool:
+    """A chosen preset, stretched to the step count, written into the text form; False for custom."""
+    if ss[prefix + "preset"] == CUSTOM:
+        return False
+    ss[prefix + "schedule"] = preset(ss[prefix + "preset"], ss[prefix + "steps"]).text
+    return True
+
+
+def name_preset(prefix: str) -> None:
+    """An edited text form selects the preset it spells, if any."""
+    ss[prefix + "preset"] = matching_preset(ss[prefix + "schedule"], ss[prefix + "steps"]) or CUSTOM
 
 
 def _current() -> Settings:
@@ -49,13 +68,12 @@ def _schedule_changed():
 
 
 def _on_preset():
-    if ss[P + "preset"] != CUSTOM:
-        ss[P + "schedule"] = preset(ss[P + "preset"], ss[P + "steps"]).text
+    if apply_preset(P):
         _schedule_changed()
 
 
 def _on_text():
-    ss[P + "preset"] = matching_preset(ss[P + "schedule"], ss[P + "steps"]) or CUSTOM
+    name_preset(P)
     _schedule_changed()
 
 
