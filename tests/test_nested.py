@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from core.cache import KVCache
-from core.nested import ModelConfig, extract_submodel
+from core.nested import ModelConfig, NestedTransformer, extract_submodel
 
 
 @pytest.mark.parametrize("size", ["XS", "S", "M", "L"])
@@ -65,3 +65,45 @@ def test_default_config_nests_four_sizes():
     cfg = ModelConfig()
     assert (cfg.layers, cfg.dim, cfg.heads, cfg.seq_len, cfg.vocab_size) == (8, 256, 8, 64, 512)
     assert [cfg.width(s) for s in ("XS", "S", "M", "L")] == [32, 64, 128, 256]
+
+
+def _logits(model, tokens, labels):
+    with torch.inference_mode():  # where the weight views are reused
+        return {s: model(tokens, labels, s) for s in model.cfg.sizes}
+
+
+def test_weight_views_follow_the_weights(tiny_model):
+    """Outside autograd each sub-model reads views of the parameters made once. A model that loads other weights
+    in place, or whose parameters move to new memory, must compute with the new weights, never the cached ones."""
+    cfg = tiny_model.cfg
+    tokens = torch.randint(0, cfg.vocab_size + 1, (2, cfg.seq_len))
+    labels = torch.tensor([1, cfg.null_class])
+    other = NestedTransformer(cfg).eval()
+    _logits(tiny_model, tokens, labels)  # makes the views
+    expected = _logits(other, tokens, labels)
+
+    model = NestedTransformer(cfg).eval()
+    model.load_state_dict(tiny_model.state_dict())
+    _logits(model, tokens, labels)
+    model.load_state_dict(other.state_dict())  # copies into the same memory
+    for size, out in _logits(model, tokens, labels).items():
+        torch.testing.assert_close(out, expected[size])
+
+    model.double()  # new memory for every parameter, the same Parameter objects
+    for size, out in _logits(model, tokens.clone(), labels).items():
+        assert out.dtype == torch.float64
+        torch.testing.assert_close(out, expected[size].double(), rtol=1e-5, atol=1e-5)
+
+
+def test_training_slices_the_parameters_themselves(tiny_model):
+    """With autograd on, a sub-model's gradient reaches the full parameters, and only their leading block."""
+    model = NestedTransformer(tiny_model.cfg)
+    model.load_state_dict(tiny_model.state_dict())
+    with torch.inference_mode():
+        model(torch.zeros(1, model.cfg.seq_len, dtype=torch.long), torch.tensor([0]), "S")  # views exist
+    tokens = torch.randint(0, model.cfg.vocab_size, (2, model.cfg.seq_len))
+    model(tokens, torch.tensor([0, 1]), "S").sum().backward()
+    grad = model.blocks[0].fc1.weight.grad
+    w = model.cfg.width("S")
+    assert grad is not None and grad[: 4 * w, :w].abs().sum() > 0
+    assert grad[4 * w:].abs().sum() == 0 and grad[:, w:].abs().sum() == 0
