@@ -6,7 +6,8 @@ Chromium. Times, on the Generate page with the default settings (1 image, 12 ste
 - 4 sessions at once: four browsers, each on its own link (other settings) and its run drawn, press Generate at
   the same moment; each must show what it shows alone (same fingerprint), and the slowest click-to-done is
   reported. A session reads its page (a whole-page text search) only once all four runs are done;
-- the page's "model wall time" against the CLI's for the same settings (`python -m core sample`).
+- the page's "model wall time" against the CLI's for the same settings (`python -m core sample`'s decode), the
+  CLI timed right after each click in a process of its own.
 
 Times are taken inside the browser, from the click event to a MutationObserver seeing the text, so neither
 Playwright's checks before a click nor its polling add to them.
@@ -157,16 +158,41 @@ def concurrent_round(url: str, links: list[dict]) -> list[tuple[str, float]]:
     return results
 
 
-def cli_model_ms(runs: int = 5) -> list[float]:
-    """The CLI's model wall times (ms) for the page's default settings (`runs` runs in one process after a
-    warm-up), on as many threads as the app's server uses."""
-    code = ("import json, torch; from core.pipeline import Pipeline, server_threads; "
-            "torch.set_num_threads(server_threads()); pipe = Pipeline.load(); "
-            "config = pipe.default_config(schedule='magnets', cache_stride='never', seed=0); "
-            f"t = [pipe.generate(config, [0]).wall_time for _ in range({runs} + 1)][1:]; "
-            "print(json.dumps([1000 * x for x in t]))")
-    return json.loads(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                                     check=True).stdout.strip().splitlines()[-1])
+# The CLI's decode (`pipe.generate`, what `python -m core sample` runs) for the page's default settings, on as many
+# threads as the app's server uses, in a process kept loaded: each line on stdin runs one decode and prints its
+# model wall time (ms).
+CLI_LOOP = """
+import sys, torch
+from core.pipeline import Pipeline, server_threads
+torch.set_num_threads(server_threads())
+pipe = Pipeline.load()
+config = pipe.default_config(schedule='magnets', cache_stride='never', seed=0)
+pipe.generate(config, [0])
+print('ready', flush=True)
+for _ in sys.stdin:
+    print(1000 * pipe.generate(config, [0]).wall_time, flush=True)
+"""
+
+
+class CliDecodes:
+    """The CLI's model time, measured between the page's clicks: the machine's speed drifts by tens of percent over
+    minutes, so a CLI timed before or after the browsers is not comparable with the page; one timed right after
+    each click is."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", CLI_LOOP], cwd=ROOT, text=True, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the CLI decode process did not start")
+
+    def __call__(self) -> float:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
 
 
 def main(argv=None) -> int:
@@ -178,7 +204,7 @@ def main(argv=None) -> int:
                                                                "one round is a noisy sample)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "browser"))
     args = ap.parse_args(argv)
-    cli = cli_model_ms()  # before the browsers and after them: the machine's load drifts over the minutes between
+    cli = CliDecodes()
     server, url = start_server()
     try:
         with sync_playwright() as p:
@@ -189,7 +215,7 @@ def main(argv=None) -> int:
             one_click(page)  # warm-up: the first run loads the model into the server process
             cdp = page.context.new_cdp_session(page)
             cdp.send("Performance.enable")
-            clicks = [one_click(page, cdp) for _ in range(args.runs)]
+            clicks = [one_click(page, cdp) | {"cli_model_ms": cli()} for _ in range(args.runs)]
             page.close()
             links = [{"steps": "12", "schedule": "magnets", "seed": str(s), "cls": c, "cfg": "2.0"}
                      for s, c in ((1, "Trouser"), (2, "Bag"), (3, "Dress"), (4, "Sneaker"))]
@@ -203,7 +229,8 @@ def main(argv=None) -> int:
     finally:
         server.terminate()
         server.wait(timeout=20)
-    cli = statistics.median(cli + cli_model_ms())
+        cli.close()
+    cli = statistics.median(c["cli_model_ms"] for c in clicks)
     page_model = statistics.median(c["model_ms"] for c in clicks)
     summary = {
         "click_to_first_step_median_s": statistics.median(c["first_step_s"] for c in clicks),
