@@ -45,6 +45,11 @@ MUTATIONS = [
      "computed = masked.clone()", ["tests/test_decode.py"]),
     ("guidance-sign", "core/decoder.py", "logits = out[B:] + self.config.cfg_scale * (out[:B] - out[B:])",
      "logits = out[:B] + self.config.cfg_scale * (out[B:] - out[:B])", ["tests/test_decode.py"]),
+    # Weight views reused outside autograd: stale after the parameters move, or copies that miss loaded weights.
+    ("weight-views-kept-after-a-move", "core/nested.py", "    if ptr != p.data_ptr():", "    if views is None:",
+     ["tests/test_nested.py"]),
+    ("weight-views-copied", "core/nested.py", "view = views[shape] = p.detach()[index]",
+     "view = views[shape] = p.detach()[index].clone()", ["tests/test_nested.py"]),
     ("head-on-every-position", "core/nested.py", "        if logit_index is not None:",
      "        if logit_index is not None and False:", ["tests/test_decode.py"]),
     ("flops-out-proj-doubled", "core/flops.py", '"out_proj": L * 2 * n_q * w * w',
