@@ -98,10 +98,17 @@ def quality_figure(p_class: list[float], steps: int) -> dict:
 
 
 def history_figure(history: list[dict]) -> dict:
-    runs = _line([h["gflops"] for h in history], [h["quality"] for h in history], mode="markers+text",
-                 text=[str(i + 1) for i in range(len(history))], textposition="top center",
-                 hovertext=[h["describe"] for h in history])
-    return _figure([runs], "this session's runs: quality vs GFLOPs per image", height=300, margin=dict(t=40),
+    """The session's runs, quality vs cost. Earlier runs say what they were on hover; only the latest is labelled,
+    because runs of equal cost stack on one spot and a label on each piled up there (and cost the browser a text
+    measurement per run on every redraw)."""
+    hover = [f"run {i + 1}: {h['describe']}" for i, h in enumerate(history)]
+    earlier, latest = history[:-1], history[-1:]
+    runs = [_line([h["gflops"] for h in earlier], [h["quality"] for h in earlier], "earlier runs", mode="markers",
+                  hovertext=hover[:-1], hoverinfo="text+x+y", marker={"color": "rgba(120,120,120,0.6)", "size": 8}),
+            _line([h["gflops"] for h in latest], [h["quality"] for h in latest], "this run", mode="markers+text",
+                  text=[f"run {len(history)}"] if latest else [], textposition="middle right", cliponaxis=False,
+                  hovertext=hover[-1:], hoverinfo="text+x+y", marker={"color": "rgb(220,60,60)", "size": 12})]
+    return _figure(runs, "this session's runs: quality vs GFLOPs per image", height=300, margin=dict(t=40),
                    xaxis=dict(title={"text": "GFLOPs per image"}),
                    yaxis=dict(title={"text": "p(requested class)"}, range=[0, 1.05]))
 

@@ -12,7 +12,7 @@ import pytest
 from core.decode import DecodeConfig, generate
 from core.app_settings import CLASS_CHOICES, Settings, apply_table_edits, matching_preset, planned_actions
 from core.decode import trace_json
-from core.figures import decode_animation, flops_figures, flops_headline, flops_rows, quality_figure, schedule_figure, training_figures
+from core.figures import decode_animation, flops_figures, flops_headline, flops_rows, history_figure, quality_figure, schedule_figure, training_figures
 from core.metrics import step_quality
 from core.flops import sizes_table
 from core.pictures import animation_frames, committed_sizes, confidence_picture, gif_bytes, image_tile, mp4_bytes, png_bytes, size_picture, state_picture, token_states
@@ -166,3 +166,13 @@ def test_model_page_helpers(tiny_model, tmp_path):
     assert metrics == [{"step": 1, "loss": 3.0, "ce_L": 3.0, "lr": 0.001}]  # the half-written line is skipped
     assert [f.layout.title.text for f in training_figures(metrics)] == [
         "loss and cross-entropy per sub-model", "learning rate"]
+
+
+def test_history_labels_only_the_latest_run():
+    history = [{"gflops": 6.2, "quality": 0.5 + i / 10, "describe": f"settings {i}"} for i in range(4)]
+    earlier, latest = history_figure(history)["data"]
+    assert list(earlier["x"]) == [6.2] * 3 and list(latest["y"]) == [0.8]
+    assert "text" not in earlier["mode"] and latest["text"] == ["run 4"]
+    assert [*earlier["hovertext"], *latest["hovertext"]] == [f"run {i + 1}: settings {i}" for i in range(4)]
+    first = history_figure(history[:1])["data"]
+    assert list(first[0]["x"]) == [] and first[1]["text"] == ["run 1"]
