@@ -6,7 +6,7 @@ step the positions masked at the previous step's input (still masked, plus those
 K/V are stale). So a `Decoder` runs each step without a host synchronisation, and on a GPU the whole decode can be
 captured once as a CUDA graph and replayed (`capture`, then `replay`).
 
-The stepping rule (DESIGN §6) is `commit_step`. Its randomness is drawn by `draw_noise` in a fixed order (per
+The stepping rule (DESIGN §6) is `commit_step`. Its randomness is drawn by `Decoder.draw` in a fixed order (per
 step: the sampling noise, then the choice noise) from a generator seeded with the config's seed, so the eager
 path and a graph replay draw the same numbers.
 """
@@ -30,12 +30,11 @@ def choice_noise_scale(config, step: int) -> float:
     return config.choice_temperature * (1.0 - (step + 1) / config.steps)
 
 
-def draw_noise(config, step: int, rows: int, m: int, vocab: int, gen: torch.Generator):
-    """(sampling noise (rows, m, vocab) or None at temperature 0, choice noise (rows, m) or None when its scale is
-    0), uniform in [0, 1), drawn in that order."""
-    device = gen.device
-    u_sample = None if config.temperature == 0 else torch.rand(rows, m, vocab, generator=gen, device=device)
-    u_choice = None if choice_noise_scale(config, step) <= 0 else torch.rand(rows, m, generator=gen, device=device)
+def noise_buffers(config, step: int, rows: int, m: int, vocab: int, device) -> tuple:
+    """Step `step`'s noise buffers, filled by `Decoder.draw`: (sampling noise (rows, m, vocab) or None at
+    temperature 0, choice noise (rows, m) or None when its scale is 0). Uniform in [0, 1), drawn in that order."""
+    u_sample = None if config.temperature == 0 else torch.empty(rows, m, vocab, device=device)
+    u_choice = None if choice_noise_scale(config, step) <= 0 else torch.empty(rows, m, device=device)
     return u_sample, u_choice
 
 
@@ -93,8 +92,8 @@ class Decoder:
         self.labels = torch.full((self.passes * batch,), cfg.null_class, dtype=torch.long, device=self.device)
         self.cache = KVCache(cfg.layers)  # with guidance, rows B..2B-1 hold the unconditional pass
         self.gen = torch.Generator(device=self.device)
-        self.noise = [draw_noise(config, k, batch, self.masked[k], cfg.vocab_size, self.gen)
-                      for k in range(config.steps)]  # static buffers, refilled by each start
+        self.noise = [noise_buffers(config, k, batch, self.masked[k], cfg.vocab_size, self.device)
+                      for k in range(config.steps)]  # static buffers, refilled step by step after each start
         self.graph = None
         self.out: list[StepTensors] | None = None
 
