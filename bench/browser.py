@@ -119,21 +119,22 @@ PROCESSES = {"server": "streamlit", "chromium": "chromium"}
 
 
 def click_and_wait(page, cdp=None) -> dict:
-    """Click Generate on an open Generate page and wait for the finished run: the times to its first step and to
-    the end (with a CDP session, also the browser's main-thread CPU from just before the click to the end)."""
+    """Click Generate on an open Generate page and wait for the finished run, and for the last deltas to land: the
+    times to its first step and to the end (with a CDP session, also the browser's main-thread CPU from just before
+    the click to the end)."""
     page.evaluate(WATCH, run_number(page) + 1)
     cpu = browser_cpu_s(cdp) if cdp else None
     page.get_by_role("button", name="Generate").click()
     page.wait_for_function("() => window.__marks.done", timeout=120_000)
     cpu = browser_cpu_s(cdp) - cpu if cdp else None
     marks = page.evaluate("window.__marks")
+    page.wait_for_timeout(300)
     return {"first_step_s": marks["first"] / 1000, "done_s": marks["done"] / 1000, "browser_cpu_s": cpu}
 
 
 def read_run(page) -> dict:
     """What the finished run shows. Reading it searches the whole page's text, which costs the browser far more
     than the observer does, so no other session may still be waiting for its run while this reads."""
-    page.wait_for_timeout(300)  # let the last deltas land before reading the page
     return {"model_ms": model_ms(page), "fingerprint": fingerprint(page)}
 
 
@@ -237,8 +238,7 @@ def main(argv=None) -> int:
             clicks = []
             for _ in range(args.runs):
                 cpu = {name: process_cpu_s(match) for name, match in PROCESSES.items()}
-                click = click_and_wait(page, cdp)
-                page.wait_for_timeout(300)  # the last deltas; reading the page (below) is not the click's cost
+                click = click_and_wait(page, cdp)  # reading the page (below) is not the click's cost
                 click |= {f"{name}_cpu_s": process_cpu_s(match) - cpu[name] for name, match in PROCESSES.items()}
                 clicks.append(click | read_run(page) | {"cli_model_ms": cli()})
             page.close()

@@ -46,8 +46,7 @@ def flops_headline(rows: list[dict], steps: int | None = None) -> str:
 
 def flops_figures(rows: list[dict], steps: int, per: str = "image") -> tuple[dict, dict]:
     """(per-step stacked bars: components + saved by cache, with the baseline as a line; cumulative GFLOPs of
-    this run against the baseline), as plotly JSON: the charts drawn on every run are built as dicts, which takes a
-    fraction of the time graph objects take to build and validate (see `decode_animation`)."""
+    this run against the baseline), as plotly JSON (module docstring)."""
     x = [r["step"] for r in rows]
     per_step = [_bar(x, [r[c] / 1e6 for r in rows], c) for c in COMPONENTS]
     per_step.append(_bar(x, [r["saved_by_cache"] / 1e6 for r in rows], "saved by cache",

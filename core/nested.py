@@ -92,16 +92,16 @@ def leading_block(p: torch.Tensor, *shape: int) -> torch.Tensor:
     """The leading `shape` block of parameter `p`: the slice a sub-model uses.
 
     Outside autograd (decoding, evaluation) the block is a detached view made once and then reused: slicing a
-    Parameter on every op went through the autograd dispatcher each time, which cost about a tenth of a decode
-    with the small sub-models. A view shares the parameter's memory, so in-place updates (optimizer steps,
+    Parameter on every op went through the autograd dispatcher each time, a few percent of a decode with the small
+    sub-models. A view shares the parameter's memory, so in-place updates (optimizer steps,
     load_state_dict) show through it; a parameter moved to new memory (.to(), .half(), a deepcopy) gets new views."""
     index = tuple(slice(0, n) for n in shape)
     if torch.is_grad_enabled():
         return p[index]
     ptr, views = _VIEWS.get(p, (None, None))
     if ptr != p.data_ptr():
-        views = {}
-        _VIEWS[p] = (p.data_ptr(), views)
+        ptr, views = p.data_ptr(), {}
+        _VIEWS[p] = (ptr, views)
     view = views.get(shape)
     if view is None:
         view = views[shape] = p.detach()[index]

@@ -66,7 +66,7 @@ def _settle_heap() -> None:
 
 @st.cache_resource(show_spinner="Loading the model (once per server process) ...")
 def _load(assets: str) -> Pipeline:
-    # One Pipeline per process, shared by every session. Sessions only read it (decode runs under no_grad and
+    # One Pipeline per process, shared by every session. Sessions only read it (decode runs under inference_mode and
     # keeps its state in local tensors), which is what makes sharing safe.
     torch.set_num_threads(server_threads())  # every later script thread starts with this count
     pipe = Pipeline.load(assets)
