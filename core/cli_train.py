@@ -21,7 +21,7 @@ TRAIN_FLAGS = {"steps": positive_int, "batch_size": positive_int, "lr": float, "
                "weight_decay": float, "label_smoothing": float, "smaller_sizes_per_step": int, "ema_decay": float,
                "seed": int, "checkpoint_every": positive_int, "log_every": positive_int}
 MODEL_FLAGS = ("dim", "heads", "layers")
-CLIP_FLAGS = ("item", "max_speed", "frames", "given_frames")
+CLIP_FLAGS = ("item", "max_speed", "speed_unit", "frames", "given_frames")
 
 
 def _flag(name: str) -> str:

@@ -20,8 +20,11 @@ class ClipConfig:
     frames: int = 8
     size: int = 32  # frame side: the tokenizer's input
     item: int = 22  # side of the scaled-down 28x28 image; it moves within size - item pixels
-    max_speed: int = 3  # pixels per frame on each axis: an integer in 1..max_speed with a random sign
+    max_speed: int = 3  # speed units per frame on each axis: an integer in 1..max_speed with a random sign
     given_frames: int = 2  # frame prediction conditions on this many first frames
+    # Pixels per speed unit; the item starts on this grid too. 4 (the tokenizer's patch) moves items by whole
+    # tokens, so a frame's codes are mostly the last frame's, shifted: any other step re-quantises the item.
+    speed_unit: int = 1
 
     def __post_init__(self):
         if self.frames < 2 or not 1 <= self.given_frames < self.frames:
@@ -30,6 +33,9 @@ class ClipConfig:
         if not 1 <= self.item < self.size or self.max_speed < 1:
             raise ValueError(f"ClipConfig: need 1 <= item < size and max_speed >= 1 (got item {self.item}, size "
                              f"{self.size}, max_speed {self.max_speed})")
+        if self.speed_unit < 1 or self.span % self.speed_unit:
+            raise ValueError(f"ClipConfig: speed_unit ({self.speed_unit}) must be >= 1 and divide the item's free "
+                             f"span, size - item = {self.span}, so that bounces stay on its grid")
 
     @property
     def span(self) -> int:
@@ -68,8 +74,9 @@ class MovingFashionMNIST:
     def draw(self, n: int, gen: torch.Generator):
         cfg, dev = self.cfg, self.device
         idx = torch.randint(0, len(self.items), (n,), generator=gen, device=dev)
-        start = torch.randint(0, cfg.span + 1, (n, 2), generator=gen, device=dev)
-        speed = torch.randint(1, cfg.max_speed + 1, (n, 2), generator=gen, device=dev)
+        unit = cfg.speed_unit
+        start = torch.randint(0, cfg.span // unit + 1, (n, 2), generator=gen, device=dev) * unit
+        speed = torch.randint(1, cfg.max_speed + 1, (n, 2), generator=gen, device=dev) * unit
         sign = torch.randint(0, 2, (n, 2), generator=gen, device=dev) * 2 - 1
         pos = bounce(start, speed * sign, cfg.frames, cfg.span).transpose(1, 2)  # (n, T, 2): row, column
         return render(self.items[idx], pos, cfg.size), self.labels[idx], pos

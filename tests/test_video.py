@@ -63,6 +63,23 @@ def test_clips_are_deterministic_keep_the_item_inside_and_move():
     assert set(clip_labels.tolist()) <= set(labels.tolist())
 
 
+def test_speed_unit_moves_items_by_whole_tokens():
+    images, labels = procedural_dataset(40)
+    aligned = ClipConfig(frames=6, item=20, max_speed=1, speed_unit=4)
+    frames, _, pos = held_out_clips(images, labels, 32, seed=3, cfg=aligned)
+    assert (pos % 4 == 0).all() and ((pos >= 0) & (pos <= 12)).all()
+    step = (pos[:, 1:] - pos[:, :-1]).abs()
+    assert (step == 4).all()  # max_speed 1 unit on each axis: 4 px, every frame, bounces included
+    # a whole-token move shifts the frame's pixels by exactly one token: frame t+1 is frame t moved
+    moved = torch.roll(frames[:, 0], shifts=(int(pos[0, 1, 0] - pos[0, 0, 0]), int(pos[0, 1, 1] - pos[0, 0, 1])),
+                       dims=(-2, -1))
+    assert torch.equal(moved[0], frames[0, 1])
+    pixel = held_out_clips(images, labels, 32, seed=3, cfg=ClipConfig(frames=6, item=20, max_speed=1))[2]
+    assert (pixel[:, 1:] - pixel[:, :-1]).abs().max() == 1 and not torch.equal(pixel, pos)
+    with pytest.raises(ValueError, match="speed_unit .* must be >= 1 and divide"):
+        ClipConfig(item=22, speed_unit=4)  # span 10: a bounce would leave the 4-px grid
+
+
 def test_the_item_is_found_where_it_was_drawn():
     images, labels = procedural_dataset(40)
     frames, _, pos = held_out_clips(images, labels, 20, seed=0, cfg=CLIPS)
