@@ -281,6 +281,13 @@ def _video_section(assets: Path) -> list[str]:
                    f"`{start['command']}`")
     lines = ["## Video model", "", f"{_nested(cfg)}; {cfg['frames']} frames x 64 tokens. Clips: {extra['clips']}. "
              f"{trained}. Tuned decoding: {extra.get('tuned_decoding')}.", ""]
+    if (assets / "video_training_metrics.jsonl").exists():
+        logged = [json.loads(line) for line in (assets / "video_training_metrics.jsonl").read_text().splitlines()]
+        val = next((r for r in reversed(logged) if any(k.startswith("val_ce_") for k in r)), None)
+        if val is not None:
+            lines += [f"Validation masked-token cross-entropy at step {val['step']} (held-out clips, both tasks): "
+                      + ", ".join(f"{k[7:]} {v:.3f}" for k, v in val.items() if k.startswith("val_ce_")) + ".", ""]
+        lines += ["![video training curves](video_training_curves.png)", ""]
     folder = ROOT / "bench" / "results" / "video"
     by_row = {(task, row): json.loads((folder / f"{task}_{row}.json").read_text()) for task in ("predict", "generate")
               for row in VIDEO_ROWS if (folder / f"{task}_{row}.json").exists()}
@@ -360,6 +367,8 @@ def main(argv=None) -> int:
     ap.add_argument("--assets", default=str(ROOT / "assets"))
     ap.add_argument("--metrics", default=str(ROOT / "runs" / "nested" / "metrics.jsonl"),
                     help="training log to ship as assets/training_metrics.jsonl")
+    ap.add_argument("--video-metrics", default=str(ROOT / "runs" / "video" / "metrics.jsonl"),
+                    help="the video model's training log to ship as assets/video_training_metrics.jsonl")
     ap.add_argument("--n-per-class", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
@@ -379,6 +388,10 @@ def main(argv=None) -> int:
         return 0
     if Path(args.metrics).exists():
         shutil.copyfile(args.metrics, assets / "training_metrics.jsonl")
+    if Path(args.video_metrics).exists():
+        shutil.copyfile(args.video_metrics, assets / "video_training_metrics.jsonl")
+        plot_training_curves([json.loads(line) for line in Path(args.video_metrics).read_text().splitlines()],
+                             assets / "video_training_curves.png")
     results_path = assets / "eval_results.json"
     if not args.render_only:
         pipe = Pipeline.load(assets, "cpu")
