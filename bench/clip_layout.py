@@ -1,0 +1,73 @@
+"""Why the video clips move items by whole tokens: how many of a frame's tokens a model could copy from the frame
+before, per clip layout, and what the tokenizer leaves of the class (the generation floor).
+
+For each pair of consecutive frames, the item moved by (dr, dc) pixels; the next frame's token (i, j) is
+"copyable" when it equals the previous frame's token at (i - round(dr / 4), j - round(dc / 4)), the nearest whole
+-token move (the tokenizer has one token per 4x4 pixels). Sub-token moves re-quantise the item, so almost nothing
+carries over; whole-token moves carry most of it.
+
+    python bench/clip_layout.py [--n 300]     # writes bench/results/video/clip_layout.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from core.video import ClipConfig, encode_clips, held_out_clips  # noqa: E402
+from core.video_eval import VideoPipeline, label_floor, test_split  # noqa: E402
+
+LAYOUTS = {  # name -> clip settings
+    "8 frames, 22 px, 1-3 px per frame (shipped before)": ClipConfig(frames=8, item=22, max_speed=3),
+    "5 frames, 20 px, 1 px per frame": ClipConfig(frames=5, item=20, max_speed=1),
+    "5 frames, 20 px, 4 px per frame (whole tokens)": ClipConfig(frames=5, item=20, max_speed=1, speed_unit=4),
+}
+PATCH = 4  # pixels per token side
+
+
+def copyable(tokens: torch.Tensor, pos: torch.Tensor) -> float:
+    """Fraction of tokens of frames 1.. equal to the previous frame's token one nearest whole-token move back."""
+    n, T = pos.shape[:2]
+    grid = tokens.view(n, T, 8, 8)
+    hits = total = 0
+    for t in range(1, T):
+        shift = torch.round((pos[:, t] - pos[:, t - 1]).float() / PATCH).long()  # (n, 2)
+        for b in range(n):
+            dr, dc = shift[b].tolist()
+            now = grid[b, t, max(dr, 0): 8 + min(dr, 0), max(dc, 0): 8 + min(dc, 0)]
+            before = grid[b, t - 1, max(-dr, 0): 8 + min(-dr, 0), max(-dc, 0): 8 + min(-dc, 0)]
+            hits += int((now == before).sum())
+            total += now.numel()
+    return hits / total
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=300, help="test clips per layout")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "video" / "clip_layout.json"))
+    args = ap.parse_args(argv)
+    pipe = VideoPipeline.load(device="cpu")
+    images, labels = test_split()
+    rows = []
+    for name, clips in LAYOUTS.items():
+        frames, _, pos = held_out_clips(images, labels, args.n, seed=0, cfg=clips)
+        with torch.no_grad():
+            tokens = encode_clips(pipe.tokenizer, frames)
+        pipe.clips = clips
+        floor = {r["label"]: r["label_accuracy"] for r in label_floor(pipe, n=args.n)}
+        rows.append({"layout": name, "clips": clips.to_dict(), "tokens_per_clip": clips.seq_len,
+                     "copyable_from_last_frame": copyable(tokens, pos), "n": args.n, "label_accuracy": floor})
+        print(f"{name}: {rows[-1]['copyable_from_last_frame']:.1%} of tokens copyable; label accuracy "
+              + ", ".join(f"{k} {v:.1%}" for k, v in floor.items()), flush=True)
+    Path(args.out).write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
