@@ -247,6 +247,9 @@ def cmd_train_video(args, argv) -> None:
     model_base = {"vocab_size": record["codebook_size"], "seq_len": clips.seq_len, "frames": clips.frames}
     train_base = {"prefix_frac": 0.5, "prefix_len": clips.prefix_len}
     init, init_config, init_record = init_point(args, resumed, record["tokenizer_sha256"])
+    if init is not None and init_config.get("frames", 1) > clips.frames > 1:
+        init, init_config = first_frames(init, init_config, clips.frames)
+        init_record["init_from"]["frames_kept"] = clips.frames
     model_cfg, cfg = run_configs(args, resumed, model_base, train_base, init_config)
     if cfg.prefix_len != clips.prefix_len or model_cfg.seq_len != clips.seq_len:
         raise ValueError("the run's sequence layout does not match its clip settings")
@@ -256,6 +259,14 @@ def cmd_train_video(args, argv) -> None:
                   record={"clips": clips.to_dict(), "tokenizer_sha256": record["tokenizer_sha256"], **init_record,
                           **_started_by(argv, resumed)})
     _finish(args, argv, final, t0)
+
+
+def first_frames(weights: dict, config: dict, frames: int) -> tuple[dict, dict]:
+    """A video model of longer clips as the start of one of `frames`-frame clips: every weight is shared across
+    frames but the time embedding, whose first rows are the first frames'."""
+    per_frame = config["seq_len"] // config["frames"]
+    return ({**weights, "frame_emb": weights["frame_emb"][:frames]},
+            {**config, "frames": frames, "seq_len": frames * per_frame})
 
 
 def cmd_train_tokenizer(args, argv) -> None:

@@ -184,6 +184,21 @@ def test_train_video_records_its_clips_and_resumes_only_with_them(video_assets, 
     assert main(args) == 0
 
 
+def test_a_run_of_shorter_clips_starts_from_a_model_of_longer_ones(video_assets, tmp_path):
+    assets, data = video_assets
+    longer = load_checkpoint(assets / "video_transformer")[0]
+    args = ["train-video", "--tokenizer", str(assets / "tokenizer"), "--init-from", str(assets / "video_transformer"),
+            "--out", str(tmp_path / "run"), "--steps", "1", "--batch-size", "2", "--lr", "1e-9", "--warmup-steps", "0",
+            "--ema-decay", "0", "--frames", "3", "--given-frames", "1", "--device", "cpu", "--threads", "1",
+            "--data-dir", str(data)]
+    assert main(args) == 0
+    state, config, extra = load_checkpoint(tmp_path / "run" / "transformer")
+    assert config["frames"] == 3 and config["seq_len"] == 3 * 64 and extra["init_from"]["frames_kept"] == 3
+    # the time embedding keeps the first three frames' rows; every other weight is the longer model's
+    assert torch.allclose(state["frame_emb"], longer["frame_emb"][:3].float(), atol=1e-5)
+    assert torch.allclose(state["blocks.0.qkv.weight"], longer["blocks.0.qkv.weight"].float(), atol=1e-5)
+
+
 @pytest.mark.parametrize("task", ["generate", "predict"])
 def test_sample_video_writes_the_fields_an_outside_scorer_reads(video_assets, tmp_path, monkeypatch, task):
     assets, data = video_assets
