@@ -25,8 +25,8 @@ from core.video import ClipConfig, encode_clips, held_out_clips  # noqa: E402
 from core.video_eval import VideoPipeline, label_floor, test_split  # noqa: E402
 
 LAYOUTS = {  # name -> clip settings
-    "8 frames, 22 px, 1-3 px per frame (shipped)": ClipConfig(frames=8, item=22, max_speed=3),
-    "5 frames, 20 px, 1 px per frame": ClipConfig(frames=5, item=20, max_speed=1),
+    "8 frames, 22 px, 1-3 px per frame (the first video model)": ClipConfig(frames=8, item=22, max_speed=3),
+    "5 frames, 22 px, 1-3 px per frame (shipped)": ClipConfig(frames=5, item=22, max_speed=3),
     "5 frames, 20 px, 4 px per frame (whole tokens)": ClipConfig(frames=5, item=20, max_speed=1, speed_unit=4),
 }
 PATCH = 4  # pixels per token side
