@@ -8,19 +8,22 @@ For each pair of consecutive frames, the item moved by (dr, dc) pixels; the next
 -token move (the tokenizer has one token per 4x4 pixels). Sub-token moves re-quantise the item, so almost nothing
 carries over; whole-token moves carry most of it.
 
-    python bench/clip_layout.py [--n 300]     # writes bench/results/video/clip_layout.json
+    python bench/clip_layout.py [--n 1000]    # writes bench/results/video/clip_layout.json
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from core.tokenizer import TOKENS_PER_IMAGE  # noqa: E402
 from core.video import ClipConfig, encode_clips, held_out_clips  # noqa: E402
 from core.video_eval import VideoPipeline, label_floor, test_split  # noqa: E402
 
@@ -29,20 +32,21 @@ LAYOUTS = {  # name -> clip settings
     "5 frames, 22 px, 1-3 px per frame (shipped)": ClipConfig(frames=5, item=22, max_speed=3),
     "5 frames, 20 px, 4 px per frame (whole tokens)": ClipConfig(frames=5, item=20, max_speed=1, speed_unit=4),
 }
-PATCH = 4  # pixels per token side
+GRID = math.isqrt(TOKENS_PER_IMAGE)  # tokens per frame side
 
 
-def copyable(tokens: torch.Tensor, pos: torch.Tensor) -> float:
-    """Fraction of tokens of frames 1.. equal to the previous frame's token one nearest whole-token move back."""
+def copyable(tokens: torch.Tensor, pos: torch.Tensor, patch: int) -> float:
+    """Fraction of tokens of frames 1.. equal to the previous frame's token one nearest whole-token move back
+    (`patch`: pixels per token side)."""
     n, T = pos.shape[:2]
-    grid = tokens.view(n, T, 8, 8)
+    grid = tokens.view(n, T, GRID, GRID)
     hits = total = 0
     for t in range(1, T):
-        shift = torch.round((pos[:, t] - pos[:, t - 1]).float() / PATCH).long()  # (n, 2)
+        shift = torch.round((pos[:, t] - pos[:, t - 1]).float() / patch).long()  # (n, 2)
         for b in range(n):
             dr, dc = shift[b].tolist()
-            now = grid[b, t, max(dr, 0): 8 + min(dr, 0), max(dc, 0): 8 + min(dc, 0)]
-            before = grid[b, t - 1, max(-dr, 0): 8 + min(-dr, 0), max(-dc, 0): 8 + min(-dc, 0)]
+            now = grid[b, t, max(dr, 0): GRID + min(dr, 0), max(dc, 0): GRID + min(dc, 0)]
+            before = grid[b, t - 1, max(-dr, 0): GRID + min(-dr, 0), max(-dc, 0): GRID + min(-dc, 0)]
             hits += int((now == before).sum())
             total += now.numel()
     return hits / total
@@ -62,11 +66,11 @@ def main(argv=None) -> int:
             tokens = encode_clips(pipe.tokenizer, frames)
         last = pos[:, clips.given_frames - 1: clips.given_frames]
         repeats = (pos[:, clips.given_frames:] == last).all(-1).float().mean(0)
-        pipe.clips = clips
-        floor = {r["label"]: r["label_accuracy"] for r in label_floor(pipe, n=args.n)}
+        floor = {r["label"]: r["label_accuracy"] for r in label_floor(replace(pipe, clips=clips), n=args.n)}
         rows.append({"layout": name, "clips": clips.to_dict(), "tokens_per_clip": clips.seq_len,
-                     "copyable_from_last_frame": copyable(tokens, pos),
-                     "exact_repeat_per_predicted_frame": [round(v, 4) for v in repeats.tolist()], "n": args.n, "label_accuracy": floor})
+                     "copyable_from_last_frame": copyable(tokens, pos, clips.size // GRID),
+                     "exact_repeat_per_predicted_frame": [round(v, 4) for v in repeats.tolist()], "n": args.n,
+                     "label_accuracy": floor})
         print(f"{name}: {rows[-1]['copyable_from_last_frame']:.1%} of tokens copyable; exact repeats per predicted "
               f"frame {rows[-1]['exact_repeat_per_predicted_frame']}; label accuracy "
               + ", ".join(f"{k} {v:.1%}" for k, v in floor.items()), flush=True)

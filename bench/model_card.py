@@ -389,9 +389,9 @@ def main(argv=None) -> int:
     if Path(args.metrics).exists():
         shutil.copyfile(args.metrics, assets / "training_metrics.jsonl")
     if Path(args.video_metrics).exists():
-        shutil.copyfile(args.video_metrics, assets / "video_training_metrics.jsonl")
-        plot_training_curves([json.loads(line) for line in Path(args.video_metrics).read_text().splitlines()],
-                             assets / "video_training_curves.png")
+        logged = Path(args.video_metrics).read_text()
+        (assets / "video_training_metrics.jsonl").write_text(logged)
+        plot_training_curves([json.loads(line) for line in logged.splitlines()], assets / "video_training_curves.png")
     results_path = assets / "eval_results.json"
     if not args.render_only:
         pipe = Pipeline.load(assets, "cpu")
