@@ -275,10 +275,13 @@ def _video_section(assets: Path) -> list[str]:
         return []
     _, cfg, extra = load_checkpoint(assets / "video_transformer")
     trained = f"Trained by `{extra.get('command') or extra.get('training_command', '')}`"
-    if start := extra.get("init_from"):  # a fine-tune: say what it started from, and what made that
-        trained = (f"Fine-tuned by `{extra['command']}` ({_wall(extra)}), starting from `{start['path']}` as it was "
-                   f"then (sha256 {start['sha256'][:12]}..., step {start['step']}), which was trained by "
-                   f"`{start['command']}`")
+    if start := extra.get("init_from"):  # a fine-tune: say what it started from, and what made that, back to the start
+        trained = f"Fine-tuned by `{extra['command']}` ({_wall(extra)})"
+        while start:
+            made = "fine-tuned" if start.get("init_from") else "trained"
+            trained += (f", starting from `{start['path']}` as it was then (sha256 {start['sha256'][:12]}..., step "
+                        f"{start['step']}), which was {made} by `{start['command']}`")
+            start = start.get("init_from")
     lines = ["## Video model", "", f"{_nested(cfg)}; {cfg['frames']} frames x 64 tokens. Clips: {extra['clips']}. "
              f"{trained}. Tuned decoding: {extra.get('tuned_decoding')}.", ""]
     if (assets / "video_training_metrics.jsonl").exists():

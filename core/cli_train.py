@@ -80,6 +80,8 @@ def init_point(args, resumed, tokenizer_sha256: str | None) -> tuple[dict | None
     record = {"path": str(stem), "sha256": sha256_file(stem.with_suffix(".safetensors")),
               "step": extra.get("step", extra.get("steps")),  # the lineage: what made the starting weights
               "command": extra.get("command") or extra.get("training_command")}
+    if extra.get("init_from"):  # the starting weights were a fine-tune too: carry the whole lineage
+        record["init_from"] = extra["init_from"]
     if tokenizer_sha256 and extra.get("tokenizer_sha256", tokenizer_sha256) != tokenizer_sha256:
         raise ValueError(f"--init-from {stem} was trained on another tokenizer than --tokenizer {args.tokenizer}")
     if resumed is not None:

@@ -284,3 +284,7 @@ def test_train_cli_init_from_is_recorded_checked_and_kept_on_resume(tmp_path, ca
     assert main(base[:-1] + ["4", "--out", str(tmp_path / "b"), "--resume", "--extend", "--init-from",
                              str(tmp_path / "b" / "transformer")]) == 1
     assert "it started from" in capsys.readouterr().err
+    # A fine-tune of a fine-tune carries the whole lineage, back to the run from random weights.
+    assert main(base + ["--init-from", str(tuned), "--out", str(tmp_path / "d")]) == 0
+    again = load_checkpoint(tmp_path / "d" / "last")[2]["init_from"]
+    assert again["path"] == str(tuned) and again["init_from"] == start and "init_from" not in start
