@@ -274,8 +274,9 @@ def _video_section(assets: Path) -> list[str]:
     if not (assets / "video_transformer.json").exists():
         return []
     _, cfg, extra = load_checkpoint(assets / "video_transformer")
-    trained = f"Trained by `{extra.get('command') or extra.get('training_command', '')}`"
-    if start := extra.get("init_from"):  # a fine-tune: say what it started from, and what made that, back to the start
+    if not (start := extra.get("init_from")):
+        trained = f"Trained by `{extra.get('command') or extra.get('training_command', '')}`"
+    else:  # a fine-tune: say what it started from, and what made that, back to the run from random weights
         trained = f"Fine-tuned by `{extra['command']}` ({_wall(extra)})"
         while start:
             made = "fine-tuned" if start.get("init_from") else "trained"
