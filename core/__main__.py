@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetMissingError, CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # paths are checked when parsed; this is what no check can foresee (a full disk, say)
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: could not read or write{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -25,6 +25,7 @@ class QuerySettings:
     """A frozen settings dataclass that round-trips through URL query parameters, every value checked."""
 
     choices = CHOICES  # what each choice setting may be
+    limits = LIMITS  # the bounds of each numeric one
 
     def to_query(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}
@@ -39,7 +40,7 @@ class QuerySettings:
                 continue
             raw = params[f.name]
             try:
-                value = _check(f.name, type(getattr(out, f.name))(raw), cls.choices)
+                value = _check(f.name, type(getattr(out, f.name))(raw), cls.choices, cls.limits)
             except (TypeError, ValueError) as exc:
                 errors.append(f"URL parameter {f.name}={raw!r} ignored: {exc}")
                 continue
@@ -84,6 +85,7 @@ class VideoSettings(QuerySettings):
     prediction (their seed); `cls` the class of generated clips."""
 
     choices = {**CHOICES, "cls": CLASS_NAMES}  # clips are always of a class
+    limits = {**LIMITS, "n": (1, 8)}  # a clip costs 5 images' decode: the page offers fewer at once
     task: str = "predict"
     cls: str = CLASS_NAMES[0]
     clip: int = 0
@@ -98,7 +100,7 @@ class VideoSettings(QuerySettings):
     def decode_config(self, base: DecodeConfig) -> DecodeConfig:
         """`base` (the model's tuned decoding for the task) with these settings; ValueError names a bad one."""
         for name in ("task", "cls", "n", "clip"):
-            _check(name, getattr(self, name), self.choices)
+            _check(name, getattr(self, name), self.choices, self.limits)
         return replace(base, steps=self.steps, schedule=self.schedule, cache_stride=self.stride, seed=self.seed,
                        cfg_scale=self.cfg, temperature=self.temperature)
 
@@ -106,17 +108,22 @@ class VideoSettings(QuerySettings):
         return [CLASS_NAMES.index(self.cls)] * self.n
 
 
-def _check(name: str, value, choices: dict = CHOICES):
+def _check(name: str, value, choices: dict = CHOICES, limits: dict = LIMITS):
     """The value, normalised, if the settings widget `name` can show it; else ValueError saying why."""
     if name == "stride":
         return format_stride(parse_stride(value))
     if name in choices and value not in choices[name]:
         raise ValueError(f"{name} {value!r} is unknown; choose one of: {', '.join(choices[name])}")
-    if name in LIMITS:
-        lo, hi = LIMITS[name]
+    if name in limits:
+        lo, hi = limits[name]
         if not (math.isfinite(value) and lo <= value <= hi):
             raise ValueError(f"{name} must be in {lo}..{hi}, got {value}")
     return value
+
+
+def stride_choices(current: str) -> list[str]:
+    """The cache-stride slider's stops: 1..8 and never, and a stride beyond them that a link asked for."""
+    return list(STRIDE_CHOICES) if current in STRIDE_CHOICES else [*STRIDE_CHOICES, current]
 
 
 def preset_names() -> list[str]:

@@ -15,8 +15,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 MANIFEST_NAME = "MANIFEST.json"
-_FIX_HINT = ("restore the shipped file with `git checkout -- assets/`, or retrain it "
-             "with the command in assets/MODEL_CARD.md")
+_SHIPPED = Path(__file__).resolve().parents[1] / "assets"
+
+
+def _fix_hint(path: Path) -> str:
+    """How to get a good file back: git has the shipped ones; anything else was made by a command of ours."""
+    if Path(path).resolve().parent == _SHIPPED:
+        return ("restore the shipped file with `git checkout -- assets/`, or retrain it with the command in "
+                "assets/MODEL_CARD.md")
+    return (f"copy a good one into {Path(path).parent} (the shipped files are in assets/), or remake it with the "
+            "command that wrote it")
 
 
 class CheckpointError(RuntimeError):
@@ -61,7 +69,7 @@ def _verify_against_manifest(path: Path) -> None:
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{manifest_path}: unreadable manifest ({exc}); {_FIX_HINT}") from None
+        raise CheckpointError(f"{manifest_path}: unreadable manifest ({exc}); {_fix_hint(path)}") from None
     expected = manifest.get("files", {}).get(path.name)
     if expected is None:
         return
@@ -69,12 +77,12 @@ def _verify_against_manifest(path: Path) -> None:
     if actual != expected:
         raise CheckpointError(
             f"{path}: sha256 {actual[:12]}... does not match {MANIFEST_NAME} ({expected[:12]}...); "
-            f"the file is corrupt, truncated or was changed; {_FIX_HINT}")
+            f"the file is corrupt, truncated or was changed; {_fix_hint(path)}")
 
 
 def _checked(path: Path) -> Path:
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file missing; {_FIX_HINT}")
+        raise CheckpointError(f"{path}: checkpoint file missing; {_fix_hint(path)}")
     _verify_against_manifest(path)
     return path
 
@@ -86,7 +94,7 @@ def load_meta(path_stem: str | Path) -> tuple[dict, dict]:
         payload = json.loads(meta.read_text())
         return payload["config"], payload.get("extra") or {}
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{meta}: unreadable checkpoint config ({exc!r}); {_FIX_HINT}") from None
+        raise CheckpointError(f"{meta}: unreadable checkpoint config ({exc!r}); {_fix_hint(meta)}") from None
 
 
 def load_checkpoint(path_stem: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
@@ -96,16 +104,26 @@ def load_checkpoint(path_stem: str | Path) -> tuple[dict[str, torch.Tensor], dic
     try:
         state_dict = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{weights}: unreadable safetensors file ({exc}); {_FIX_HINT}") from None
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({exc}); {_fix_hint(weights)}") from None
     return state_dict, config, extra
 
 
-def load_module(path_stem: str | Path, build: Callable[[dict], torch.nn.Module]) -> tuple[torch.nn.Module, dict]:
-    """A verified checkpoint as a module in eval mode: `build(config_dict)` makes the empty module. Returns
-    (module, extra)."""
+def load_module(path_stem: str | Path, build: Callable[[dict], torch.nn.Module],
+                convert: Callable[[dict, torch.nn.Module], dict] | None = None) -> tuple[torch.nn.Module, dict]:
+    """A verified checkpoint as a module in eval mode: `build(config_dict)` makes the empty module, `convert`
+    (if given) brings an older state dict to its format. Returns (module, extra). A config the module does not
+    take, or weights that do not fit it, are a CheckpointError too (a checkpoint outside a manifest is not
+    verified, so its side-car may not match its weights)."""
     state, config, extra = load_checkpoint(path_stem)
-    module = build(config)
-    module.load_state_dict(state)
+    stem = _stem(path_stem)
+    try:
+        module = build(config)
+        module.load_state_dict(convert(state, module) if convert else state)
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        # load_state_dict's first line only says that something failed; the next one says what.
+        why = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])[:240] or type(exc).__name__
+        raise CheckpointError(f"{stem}: its config ({stem.name}.json) does not fit its weights or this code "
+                              f"({why}); {_fix_hint(stem)}") from None
     return module.eval(), extra
 
 

@@ -6,18 +6,40 @@ before anything slow (loading a model, reading a data set) starts.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
+import tempfile
 from pathlib import Path
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _bounded(kind: type, low: float, high: float | None = None, strict: bool = False):
+    """An argparse type: a finite `kind` (int or float) >= low (> low if `strict`), and <= high if given."""
+    bound = f"between {low} and {high}" if high is not None else f"{'>' if strict else '>='} {low}"
+
+    def check(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'a whole number' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if value < low or (strict and value == low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    check.__name__ = f"number {bound}"  # argparse names a failed type by it
+    return check
+
+
+# Seeds feed torch.Generator.manual_seed after small offsets (a batch index, a clip index); the app's own limit.
+SEED_MAX = 2**31 - 1
+
+positive_int = _bounded(int, 1)
+nonneg_int = _bounded(int, 0)
+seed = _bounded(int, 0, SEED_MAX)
+nonneg_float = _bounded(float, 0)
+positive_float = _bounded(float, 0, strict=True)
 
 
 def device(text: str) -> str:
@@ -39,27 +61,49 @@ def device(text: str) -> str:
     return text
 
 
-def output_file(text: str) -> str:
-    """A file path whose folder exists or can be made (no existing file in the way)."""
-    path = Path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file name")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise argparse.ArgumentTypeError(f"{text!r}: {parent} is a file, not a folder")
-            break
-    return text
-
-
-def output_dir(text: str) -> str:
-    """A folder that exists or can be made."""
-    path = Path(text)
+def _writable_from(text: str, path: Path) -> None:
+    """The nearest existing folder above (or at) `path` must take new files: a probe file is made and removed,
+    since permissions alone do not tell (root passes every permission check, yet cannot write in /proc)."""
     for p in (path, *path.parents):
         if p.exists():
             if not p.is_dir():
                 raise argparse.ArgumentTypeError(f"{text!r}: {p} is a file, not a folder")
-            break
+            try:
+                tempfile.TemporaryFile(dir=p).close()
+            except OSError as exc:
+                raise argparse.ArgumentTypeError(f"{text!r}: cannot write in {p} ({exc.strerror}); "
+                                                 "choose another place") from None
+            return
+
+
+def output_file(text: str, suffixes: tuple[str, ...] = ()) -> str:
+    """A file path whose folder exists or can be made and takes files (no existing file in the way); with
+    `suffixes`, one of those extensions."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file name")
+    if suffixes and path.suffix not in suffixes:
+        raise argparse.ArgumentTypeError(f"{text!r}: the file name must end in {' or '.join(suffixes)}")
+    _writable_from(text, path.parent)
+    return text
+
+
+def output_file_of(*suffixes: str):
+    """output_file for one kind of file, e.g. output_file_of(".npz")."""
+    def check(text: str) -> str:
+        return output_file(text, suffixes)
+    check.__name__ = "output file"  # argparse names a failed type by it
+    return check
+
+
+# What save_grid (PIL) and save_plot (matplotlib) can write, by extension.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
+def output_dir(text: str) -> str:
+    """A folder that exists or can be made, and takes files."""
+    _writable_from(text, Path(text))
     return text
 
 
@@ -67,6 +111,20 @@ def existing_dir(text: str) -> str:
     if not Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is not a folder")
     return text
+
+
+def existing_file(text: str) -> str:
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file" + (" (it is a folder)" if Path(text).is_dir()
+                                                                        else ""))
+    return text
+
+
+def parent_made(path: str | Path) -> Path:
+    """`path`, with its folder made if it does not exist yet (every command writes its outputs through this)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def add_runtime_args(p: argparse.ArgumentParser, default_device: str | None = None) -> None:
@@ -103,11 +161,10 @@ def add_tuning_grid(p: argparse.ArgumentParser, command: str, cfg_values, temper
     p.add_argument("--seed", nargs="?", help=argparse.SUPPRESS, action=refuse(why % "seed 1,000,000"))
     p.add_argument("--cfg", "--temperature", nargs="?", help=argparse.SUPPRESS,
                    action=refuse(why % "give the values to try with --cfg-values and --temperatures"))
-    p.add_argument("--cfg-values", type=float, nargs="+", default=cfg_values, help=cfg_help)
-    p.add_argument("--temperatures", type=float, nargs="+", default=temperatures)
+    p.add_argument("--cfg-values", type=nonneg_float, nargs="+", default=cfg_values, help=cfg_help)
+    p.add_argument("--temperatures", type=nonneg_float, nargs="+", default=temperatures)
 
 
-def check_tuning_grid(cfg_values, temperatures) -> None:
-    for name, values in (("--cfg-values", cfg_values), ("--temperatures", temperatures)):
-        if any(not (v >= 0) or v != v for v in values):
-            raise ValueError(f"{name} must be numbers >= 0, got {values}")
+def flags_given(argv: list[str]) -> set[str]:
+    """The long options written on a command line (`--flag value` and `--flag=value` alike)."""
+    return {a.split("=", 1)[0] for a in argv if a.startswith("--")}

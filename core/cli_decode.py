@@ -5,12 +5,11 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from core.cli_args import (add_runtime_args, add_tuning_grid, check_tuning_grid, existing_dir, output_file,
-                           positive_int, set_threads)
+from core.cli_args import (IMAGE_SUFFIXES, add_runtime_args, add_tuning_grid, existing_dir, nonneg_float,
+                           output_file, output_file_of, parent_made, positive_int, seed, set_threads)
 from core.data import CLASS_NAMES
 
 
@@ -32,22 +31,33 @@ def parse_class(text: str) -> int | None:
     return index
 
 
+def stride(text: str) -> str:
+    """A cache stride as the command line gives it (kept as text: 'never' stays readable in a recorded command)."""
+    from core.cache import parse_stride
+
+    try:
+        parse_stride(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("cache_stride ", "")) from None
+    return text
+
+
 def add_decode_args(p: argparse.ArgumentParser) -> None:
     from core.decode import DecodeConfig
 
     d = DecodeConfig()
-    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--steps", type=positive_int, default=d.steps)
     p.add_argument("--schedule", default=d.schedule, help="preset (baseline, magnets, decreasing, "
                    "constant-XS, ...) or runs like XS*2,S*2,M*3,L*5")
-    p.add_argument("--cache-stride", default="never", help="refresh the KV cache every N steps; 'never' = only "
+    p.add_argument("--cache-stride", type=stride, default="never", help="refresh the KV cache every N steps; 'never' = only "
                    "when the sub-model size changes; 1 = no reuse")
-    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the "
+    p.add_argument("--cfg", type=nonneg_float, default=None, help="classifier-free guidance scale (default: the "
                    "shipped model's tuned value)")
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the shipped "
+    p.add_argument("--temperature", type=nonneg_float, default=None, help="sampling temperature (default: the shipped "
                    "model's tuned value)")
-    p.add_argument("--choice-temperature", type=float, default=d.choice_temperature)
+    p.add_argument("--choice-temperature", type=nonneg_float, default=d.choice_temperature)
     p.add_argument("--mask-schedule", default=d.mask_schedule, choices=["cosine", "linear", "arccos"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--assets", type=existing_dir, default=None, help="folder with the checkpoints (default: assets/)")
     add_runtime_args(p)
 
@@ -92,11 +102,10 @@ def cmd_sample(args, argv) -> None:
     result = pipe.generate(config, labels)
     images = pipe.images(result.tokens)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(args.out, images=images, labels=np.array([-1 if y is None else y for y in labels]),
+        np.savez_compressed(parent_made(args.out), images=images, labels=np.array([-1 if y is None else y for y in labels]),
                             tokens=result.tokens, trace=np.array(trace_json(config, result.records)))
     if args.grid:
-        save_grid(images, args.grid, ncols=min(args.n, 10))
+        save_grid(images, parent_made(args.grid), ncols=min(args.n, 10))
     print(f"{args.n} images, {config.describe()}: {result.total_flops / 1e9:.2f} GFLOPs/image "
           f"({result.baseline_flops / result.total_flops:.2f}x fewer than the full model every step), "
           f"{time.perf_counter() - t0:.2f}s" + (f" -> {args.out}" if args.out else "")
@@ -113,8 +122,7 @@ def cmd_evaluate(args, argv) -> None:
     text = json.dumps(row, indent=2)
     print(text)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+        parent_made(args.json).write_text(text + "\n")
 
 
 def cmd_tune(args, argv) -> None:
@@ -123,7 +131,6 @@ def cmd_tune(args, argv) -> None:
     from core.checkpoint import update_extra
     from core.evaluate import VALIDATION_SEED, evaluate
 
-    check_tuning_grid(args.cfg_values, args.temperatures)
     pipe, config = prepare(argparse.Namespace(**{**vars(args), "seed": VALIDATION_SEED, "cfg": None,
                                                  "temperature": None}))
     rows = []
@@ -149,8 +156,8 @@ def register(sub, subcommands: dict) -> None:
     add_decode_args(p)
     p.add_argument("--class", dest="class_", default="all", help="class index or name, 'all' (cycle) or 'none'")
     p.add_argument("--n", type=positive_int, default=10)
-    p.add_argument("--out", type=output_file, default=None, help="FILE.npz")
-    p.add_argument("--grid", type=output_file, default=None, help="FILE.png")
+    p.add_argument("--out", type=output_file_of(".npz"), default=None, help="FILE.npz")
+    p.add_argument("--grid", type=output_file_of(*IMAGE_SUFFIXES), default=None, help="FILE.png")
     subcommands["sample"] = cmd_sample
 
     p = sub.add_parser("evaluate", help="label accuracy, FD, GFLOPs and wall time of a schedule")

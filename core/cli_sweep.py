@@ -13,8 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-from core.cli_args import (add_runtime_args, existing_dir, output_dir, output_file, positive_int, refuse,
-                           set_threads)
+from core.cli_args import (PLOT_SUFFIXES, add_runtime_args, existing_dir, existing_file, flags_given, output_dir,
+                           output_file, output_file_of, parent_made, positive_float, positive_int, refuse, set_threads)
 from core.cli_decode import add_decode_args, prepare
 
 
@@ -23,23 +23,36 @@ def _prepare(args):
     return prepare(argparse.Namespace(**{**vars(args), "schedule": "baseline", "cache_stride": "never"}))
 
 
+def _rows_of(flag: str, path: str) -> list[dict]:
+    from core.sweep import read_rows
+
+    try:
+        return read_rows(path)
+    except ValueError as exc:
+        raise ValueError(f"{flag} {path}: {exc}") from None
+
+
 def _eprint(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
 def cmd_sweep(args, argv) -> None:
     from core.decode import DecodeConfig
-    from core.sweep import distributed_ranks, end_distributed, markdown_table, read_rows, save_plot, sweep_items
+    from core.sweep import distributed_ranks, end_distributed, markdown_table, save_plot, sweep_items
 
     if args.markdown:
-        rows = read_rows(args.markdown)
+        ignored = sorted(flags_given(argv) - {"--markdown", "--plot"})
+        if ignored:
+            raise ValueError(f"{', '.join(ignored)} does not apply with --markdown, which only prints a finished "
+                             "sweep CSV (and --plot draws it)")
+        rows = _rows_of("--markdown", args.markdown)
         print(markdown_table(rows), end="")
         if args.plot:
-            save_plot(rows, args.plot)
+            save_plot(rows, parent_made(args.plot))
         return
-    if args.n_per_class < 1 or args.batch_size < 1:
-        raise ValueError("--n-per-class and --batch-size must be >= 1")
     sweep_items(DecodeConfig(steps=args.steps), args.schedules, args.strides)  # bad input fails before the load
+    if Path(args.out).exists():  # a sweep resumes its CSV: one that cannot be resumed is refused now
+        _rows_of("--out", args.out)
     ranks = distributed_ranks()
     try:
         _run_sweep(args, ranks)
@@ -71,15 +84,22 @@ def _run_sweep(args, ranks) -> None:
     print(markdown_table(rows), end="")
     plot = None if args.no_plot else args.plot or Path(args.out).with_suffix(".png")
     if plot:
-        save_plot(rows, plot)
+        save_plot(rows, parent_made(plot))
     _eprint(f"{len(rows)} rows in {args.out}" + (f", plot {plot}" if plot else ""))
 
 
 def cmd_search(args, argv) -> None:
-    from core.search import resolve_budget, run_search
+    from core.search import parse_setting, resolve_budget, run_search
     from core.sweep import markdown_table
 
     pipe, base = _prepare(args)
+    for flag, texts in (("--budget-of", [args.budget_of] if args.budget_of else []), ("--include", args.include),
+                        ("--compare", args.compare)):
+        for text in texts:  # each setting named by its flag if it is bad, before anything runs
+            try:
+                parse_setting(text, base, pipe.model.cfg)
+            except ValueError as exc:
+                raise ValueError(f"{flag} {text}: {exc}") from None
     budget = resolve_budget(pipe.model.cfg, base, args.budget, args.ratio, args.budget_of)
     result = run_search(pipe, base, budget, args.candidates, args.val_n_per_class, args.n_per_class,
                         args.batch_size, args.include, args.compare, granularity=args.granularity, log=_eprint)
@@ -94,8 +114,7 @@ def cmd_search(args, argv) -> None:
               f"({found['fd'] / row['fd'] - 1:+.1%}), GFLOPs {found['gflops_per_image']:.3f} vs "
               f"{row['gflops_per_image']:.3f} ({found['gflops_per_image'] / row['gflops_per_image'] - 1:+.1%})")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        parent_made(args.json).write_text(json.dumps(result, indent=2) + "\n")
         _eprint(f"details in {args.json}")
 
 
@@ -116,9 +135,11 @@ def register(sub, subcommands: dict) -> None:
     p.add_argument("--batch-size", type=positive_int, default=100)
     p.add_argument("--out", type=output_file, default="runs/sweep.csv",
                    help="CSV; rows already in it are skipped (resume)")
-    p.add_argument("--plot", type=output_file, default=None, help="PNG of FD vs GFLOPs (default: next to --out)")
+    p.add_argument("--plot", type=output_file_of(*PLOT_SUFFIXES), default=None,
+                   help="PNG of FD vs GFLOPs (default: next to --out)")
     p.add_argument("--no-plot", action="store_true")
-    p.add_argument("--markdown", default=None, metavar="CSV", help="only print this sweep CSV as a markdown table")
+    p.add_argument("--markdown", type=existing_file, default=None, metavar="CSV",
+                   help="only print this sweep CSV as a markdown table")
     subcommands["sweep"] = cmd_sweep
 
     p = sub.add_parser("search", conflict_handler="resolve",
@@ -127,8 +148,8 @@ def register(sub, subcommands: dict) -> None:
     p.add_argument("--schedule", "--cache-stride", nargs="?", help=argparse.SUPPRESS, action=refuse(
         "the search picks the schedule and cache stride (use --compare or --include to score particular settings)"))
     budget = p.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--budget", type=float, help="GFLOPs per image")
-    budget.add_argument("--ratio", type=float, help="fraction of the baseline's GFLOPs per image, e.g. 0.333")
+    budget.add_argument("--budget", type=positive_float, help="GFLOPs per image")
+    budget.add_argument("--ratio", type=positive_float, help="fraction of the baseline's GFLOPs per image, e.g. 0.333")
     budget.add_argument("--budget-of", metavar="SCHEDULE@STRIDE", help="the GFLOPs of this setting, e.g. "
                         "magnets@never (find the best schedule at equal or lower cost)")
     p.add_argument("--candidates", type=positive_int, default=8,

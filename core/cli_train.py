@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from dataclasses import fields
 from pathlib import Path
 
-from core.cli_args import add_runtime_args, command_line, existing_dir, output_dir, positive_int, set_threads
+from core.cli_args import (add_runtime_args, command_line, existing_dir, nonneg_float, nonneg_int, output_dir,
+                           output_file, positive_float, positive_int, seed, set_threads)
 from core.data import load_fashion_mnist, resolve_root
 
 # TrainConfig fields settable from the command line (flag = --field-name), with their argparse types.
-TRAIN_FLAGS = {"steps": positive_int, "batch_size": positive_int, "lr": float, "warmup_steps": int,
-               "weight_decay": float, "label_smoothing": float, "smaller_sizes_per_step": int, "ema_decay": float,
-               "seed": int, "checkpoint_every": positive_int, "log_every": positive_int}
+TRAIN_FLAGS = {"steps": positive_int, "batch_size": positive_int, "lr": positive_float, "warmup_steps": nonneg_int,
+               "weight_decay": nonneg_float, "label_smoothing": nonneg_float, "smaller_sizes_per_step": nonneg_int,
+               "ema_decay": nonneg_float, "seed": seed, "checkpoint_every": positive_int, "log_every": positive_int}
 MODEL_FLAGS = ("dim", "heads", "layers")
 CLIP_FLAGS = ("item", "max_speed", "speed_unit", "frames", "given_frames")
 
@@ -50,7 +52,7 @@ def add_run_args(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--extend", action="store_true", help="with --resume: lengthen the run to --steps (recorded)")
     p.add_argument("--init-from", default=None, metavar="STEM",
                    help="start from these weights, not random ones (a fine-tune with its own curves; recorded)")
-    p.add_argument("--val-every", type=int, default=100, help="held-out cross-entropy every N steps (0: never)")
+    p.add_argument("--val-every", type=nonneg_int, default=100, help="held-out cross-entropy every N steps (0: never)")
     p.add_argument("--compile", action="store_true", help="torch.compile the loss (GPU throughput)")
     p.add_argument("--data-dir", type=existing_dir, default=None, help="folder with the Fashion-MNIST idx files")
     add_runtime_args(p, default_device="cuda" if torch.cuda.is_available() else "cpu")
@@ -92,30 +94,44 @@ def init_point(args, resumed, tokenizer_sha256: str | None) -> tuple[dict | None
     return weights, config, {"init_from": record}
 
 
-def run_configs(args, resumed, model_base: dict, train_base: dict, init_config: dict | None = None):
-    """(ModelConfig, TrainConfig) for this run: a resumed run's checkpointed settings (else the defaults, under
-    `model_base`/`train_base`, and the model of `init_config`), overridden by the flags given. Mismatches with a
-    resumed run are refused later, by resume_point; with `init_config`, here."""
-    from core.nested import ModelConfig
+def train_config(args, resumed, train_base: dict):
+    """This run's TrainConfig: a resumed run's checkpointed settings (else the defaults, under `train_base`),
+    overridden by the flags given; validated before anything slow (tokenizing, loading weights) starts.
+    Mismatches with a resumed run are refused later, by resume_point."""
     from core.train import TrainConfig
 
-    given_train = {k: getattr(args, k) for k in (*TRAIN_FLAGS, "distill", "bf16") if getattr(args, k) is not None}
-    if given_train.get("ema_decay") == 0:
-        given_train["ema_decay"] = None
-    given_model = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None}
+    if args.extend and not args.resume:
+        raise ValueError("--extend lengthens a run that --resume continues: give both, or neither for a new run")
+    given = {k: getattr(args, k) for k in (*TRAIN_FLAGS, "distill", "bf16") if getattr(args, k) is not None}
+    if given.get("ema_decay") == 0:
+        given["ema_decay"] = None
     if resumed is not None:
-        model_base, train_base = resumed[0], resumed[1]["train_config"]
-    if "bf16" not in given_train and "bf16" not in train_base:
-        given_train["bf16"] = args.device.startswith("cuda")
-    train_cfg = TrainConfig(**{**train_base, **given_train})
+        train_base = resumed[1]["train_config"]
+    if "bf16" not in given and "bf16" not in train_base:
+        given["bf16"] = args.device.startswith("cuda")
+    try:
+        return TrainConfig(**{**train_base, **given})
+    except ValueError as exc:  # named as the flag that sets it
+        raise ValueError(re.sub(r"TrainConfig\.(\w+)", lambda m: _flag(m.group(1)), str(exc))) from None
+
+
+def model_config(args, resumed, model_base: dict, init_config: dict | None = None):
+    """This run's ModelConfig: a resumed run's, else the defaults under `model_base` and the model of
+    `init_config` (the weights a fine-tune starts from), overridden by the flags given; flags that do not fit
+    `init_config` are refused."""
+    from core.nested import ModelConfig
+
+    given = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None}
+    if resumed is not None:
+        model_base = resumed[0]
     known = {f.name for f in fields(ModelConfig)}
-    model_cfg = ModelConfig(**{k: v for k, v in {**model_base, **(init_config or {}), **given_model}.items()
+    model_cfg = ModelConfig(**{k: v for k, v in {**model_base, **(init_config or {}), **given}.items()
                                if k in known})
     diffs = [f"{k}: the weights have {v!r}, the run {model_cfg.to_dict()[k]!r}"
              for k, v in (init_config or {}).items() if k in known and model_cfg.to_dict()[k] != v]
     if diffs:
         raise ValueError(f"--init-from {args.init_from} does not fit this run's model ({'; '.join(diffs)})")
-    return model_cfg, train_cfg
+    return model_cfg
 
 
 def _load_tokenizer(path):
@@ -205,12 +221,12 @@ def cmd_train(args, argv) -> None:
 
     set_threads(args.threads)
     out = Path(args.out)
+    resumed = resumed_run(args, out)
+    cfg = train_config(args, resumed, {})
     data, val, tokens_record = _image_tokens(args, out)
     vocab = tokens_record["codebook_size"]
-    resumed = resumed_run(args, out)
     init, init_config, init_record = init_point(args, resumed, tokens_record.get("tokenizer_sha256"))
-    model_cfg, cfg = run_configs(args, resumed, {"vocab_size": vocab, "seq_len": data.tokens.shape[1]}, {},
-                                 init_config)
+    model_cfg = model_config(args, resumed, {"vocab_size": vocab, "seq_len": data.tokens.shape[1]}, init_config)
     if model_cfg.vocab_size != vocab:
         raise ValueError(f"the run's vocabulary ({model_cfg.vocab_size}) is not the tokenizer's ({vocab})")
     t0 = time.time()
@@ -239,6 +255,7 @@ def cmd_train_video(args, argv) -> None:
         if diffs:
             raise ValueError(f"cannot resume {out}: clip settings differ ({'; '.join(diffs)})")
     clips = ClipConfig(**{**saved, **given})
+    cfg = train_config(args, resumed, {"prefix_frac": 0.5, "prefix_len": clips.prefix_len})
     tokenizer, record = _load_tokenizer(args.tokenizer)
     images, labels = load_fashion_mnist("train", args.data_dir)
     data = ClipTokens(MovingFashionMNIST(images, labels, clips, args.device), tokenizer)
@@ -247,12 +264,11 @@ def cmd_train_video(args, argv) -> None:
     with torch.no_grad():
         val = TokenData(encode_clips(data.tokenizer, frames.to(args.device)), val_labels.to(args.device))
     model_base = {"vocab_size": record["codebook_size"], "seq_len": clips.seq_len, "frames": clips.frames}
-    train_base = {"prefix_frac": 0.5, "prefix_len": clips.prefix_len}
     init, init_config, init_record = init_point(args, resumed, record["tokenizer_sha256"])
     if init is not None and init_config.get("frames", 1) > clips.frames > 1:
         init, init_config = first_frames(init, init_config, clips.frames)
         init_record["init_from"]["frames_kept"] = clips.frames
-    model_cfg, cfg = run_configs(args, resumed, model_base, train_base, init_config)
+    model_cfg = model_config(args, resumed, model_base, init_config)
     if cfg.prefix_len != clips.prefix_len or model_cfg.seq_len != clips.seq_len:
         raise ValueError("the run's sequence layout does not match its clip settings")
     t0 = time.time()
@@ -319,11 +335,11 @@ def cmd_train_evaluator(args, argv) -> None:
 
 
 def _fit_args(p: argparse.ArgumentParser, *, epochs: float, batch_size: int, lr: float, out: str) -> None:
-    p.add_argument("--epochs", type=float, default=epochs)
+    p.add_argument("--epochs", type=positive_float, default=epochs)
     p.add_argument("--batch-size", type=positive_int, default=batch_size)
-    p.add_argument("--lr", type=float, default=lr)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=out, help="output path stem (writes .safetensors and .json)")
+    p.add_argument("--lr", type=positive_float, default=lr)
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--out", type=output_file, default=out, help="output path stem (writes .safetensors and .json)")
     p.add_argument("--data-dir", type=existing_dir, default=None, help="folder with the Fashion-MNIST idx files")
 
 
@@ -332,7 +348,7 @@ def register(sub, subcommands: dict) -> None:
     _fit_args(p, epochs=7, batch_size=128, lr=2e-3, out="assets/tokenizer")
     p.add_argument("--codebook-size", type=positive_int, default=512)
     p.add_argument("--channels", type=positive_int, default=64)
-    p.add_argument("--l1-weight", type=float, default=0.0, help="reconstruction loss = MSE + this * L1")
+    p.add_argument("--l1-weight", type=nonneg_float, default=0.0, help="reconstruction loss = MSE + this * L1")
     add_runtime_args(p, default_device=None)
     subcommands["train-tokenizer"] = cmd_train_tokenizer
 

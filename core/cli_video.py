@@ -11,11 +11,10 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from core.cli_args import add_tuning_grid, check_tuning_grid, existing_dir, output_file, positive_int
+from core.cli_args import add_tuning_grid, existing_dir, output_file, output_file_of, parent_made, positive_int
 from core.cli_decode import add_decode_args, decode_settings, parse_class
 from core.data import CLASS_NAMES
 
@@ -23,6 +22,8 @@ from core.data import CLASS_NAMES
 def _load(args):
     from core.video_eval import VideoPipeline
 
+    if args.task == "generate" and args.data_dir is not None:
+        raise ValueError("--data-dir does not apply to --task generate: only frame prediction reads test clips")
     settings = decode_settings(args)
     pipe = VideoPipeline.load(args.assets, args.device)
     return pipe, pipe.default_config(args.task, **settings)
@@ -56,9 +57,9 @@ def cmd_sample_video(args, argv) -> None:
         out |= {"truth": to_uint8(truth), "given": np.array(pipe.clips.given_frames)}
     out |= {"frames": to_uint8(frames), "labels": np.array(labels), "tokens": result.tokens}
     if args.out:
-        np.savez_compressed(args.out, **out)
+        np.savez_compressed(parent_made(args.out), **out)
     if args.gif:
-        Path(args.gif).write_bytes(clip_gif(out["frames"], out.get("truth"), pipe.clips.given_frames))
+        parent_made(args.gif).write_bytes(clip_gif(out["frames"], out.get("truth"), pipe.clips.given_frames))
     print(f"{args.n} clips ({args.task}), {config.describe()}: {result.total_flops / 1e9:.2f} GFLOPs/clip "
           f"({result.baseline_flops / result.total_flops:.2f}x fewer than the full model every step), "
           f"{time.perf_counter() - t0:.1f}s" + "".join(f" -> {p}" for p in (args.out, args.gif) if p))
@@ -74,8 +75,7 @@ def cmd_evaluate_video(args, argv) -> None:
     print(file=sys.stderr)
     print(json.dumps({k: v for k, v in row.items() if not k.startswith("per_clip")}, indent=2))
     if args.json:  # the per-clip values too, so that rows can be compared clip by clip
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(row, indent=2) + "\n")
+        parent_made(args.json).write_text(json.dumps(row, indent=2) + "\n")
 
 
 def cmd_tune_video(args, argv) -> None:
@@ -85,7 +85,6 @@ def cmd_tune_video(args, argv) -> None:
 
     if args.cfg_values is None:
         args.cfg_values = [1.0, 2.0, 3.0, 5.0, 8.0] if args.task == "generate" else [1.0]
-    check_tuning_grid(args.cfg_values, args.temperatures)
     pipe, config = _load(argparse.Namespace(**{**vars(args), "seed": VALIDATION_SEED, "cfg": None,
                                                "temperature": None}))
 
@@ -117,8 +116,8 @@ def register(sub, subcommands: dict) -> None:
     p.add_argument("--task", choices=["generate", "predict"], default="generate")
     p.add_argument("--class", dest="class_", default="all", help="generate: class index or name, or 'all' (cycle)")
     p.add_argument("--n", type=positive_int, default=8)
-    p.add_argument("--out", type=output_file, default=None, help="FILE.npz")
-    p.add_argument("--gif", type=output_file, default=None, help="FILE.gif (prediction: the truth below)")
+    p.add_argument("--out", type=output_file_of(".npz"), default=None, help="FILE.npz")
+    p.add_argument("--gif", type=output_file_of(".gif"), default=None, help="FILE.gif (prediction: the truth below)")
     subcommands["sample-video"] = cmd_sample_video
 
     p = sub.add_parser("evaluate-video", help="prediction: PSNR/SSIM per frame vs copy-last-frame; generation: "

@@ -7,6 +7,7 @@ no convolution, no batch norm) checks that the metrics' rankings are not an arte
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,7 @@ def train_evaluator(images: np.ndarray, labels: np.ndarray, *, test_images=None,
                     lr: float = 2e-3, seed: int = 0, out_stem: str | Path | None = None,
                     extra: dict | None = None, progress: bool = False) -> tuple[FashionCNN, dict]:
     """Train the classifier; return (model in eval mode, metrics incl. test_accuracy if test data given)."""
-    if epochs <= 0 or batch_size < 1 or lr <= 0:
+    if not (0 < epochs < math.inf and 0 < lr < math.inf) or batch_size < 1:
         raise ValueError(f"train_evaluator: need epochs>0, batch_size>=1, lr>0 (got {epochs}, {batch_size}, {lr})")
     cfg = cfg or EvaluatorConfig()
     torch.manual_seed(seed)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.checkpoint import load_checkpoint
+from core.checkpoint import load_module
 from core.data import crop28
 from core.decode import DecodeConfig, DecodeResult, generate
 from core.evaluator import FashionCNN, load_evaluator
@@ -42,10 +42,9 @@ def server_threads() -> int:
 def load_transformer(stem: str | Path, device: str = "cpu") -> tuple[NestedTransformer, dict]:
     """(model in eval mode, the checkpoint's recorded extra: training details, tuned decoding defaults).
     A checkpoint of the first format (separate q/k/v) is converted on load."""
-    state, config, extra = load_checkpoint(stem)
-    model = NestedTransformer(ModelConfig(**config))
-    model.load_state_dict(upgrade_state_dict(state, model.cfg))
-    return model.to(device).eval(), extra
+    model, extra = load_module(stem, lambda config: NestedTransformer(ModelConfig(**config)),
+                               convert=lambda state, model: upgrade_state_dict(state, model.cfg))
+    return model.to(device), extra
 
 
 @dataclass

@@ -89,13 +89,22 @@ def _typed(row: dict) -> dict:
 
 
 def read_rows(path: str | Path) -> list[dict]:
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        # Without the second evaluator its columns are empty; a CSV must still have the main ones.
-        missing = {k for k in CSV_FIELDS if not k.startswith("mlp_")} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path} is not a sweep CSV: columns {', '.join(sorted(missing))} are missing")
-        return [_typed(r) for r in reader]
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            # Without the second evaluator its columns are empty; a CSV must still have the main ones.
+            missing = {k for k in CSV_FIELDS if not k.startswith("mlp_")} - set(reader.fieldnames or ())
+            if missing:
+                raise ValueError(f"{path} is not a sweep CSV: columns {', '.join(sorted(missing))} are missing")
+            rows = []
+            for r in reader:
+                try:
+                    rows.append(_typed(r))
+                except ValueError as exc:
+                    raise ValueError(f"{path} line {reader.line_num} is not a sweep row ({exc})") from None
+            return rows
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path} is not a sweep CSV (not readable as CSV text: {exc})") from None
 
 
 def append_row(path: str | Path, row: dict) -> None:

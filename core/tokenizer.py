@@ -232,7 +232,7 @@ def train_tokenizer(cfg: VQConfig, images: np.ndarray, *, test_images: np.ndarra
     metrics holds the per-step loss history ("loss_history") and, when test_images are
     given, reconstruction MSE/PSNR and codebook usage on them. `epochs` may be fractional.
     """
-    if epochs <= 0 or batch_size < 1 or lr <= 0 or not 0 <= small_frac <= 1:
+    if not (0 < epochs < math.inf and 0 < lr < math.inf) or batch_size < 1 or not 0 <= small_frac <= 1:
         raise ValueError(f"train_tokenizer: need epochs>0, batch_size>=1, lr>0, 0<=small_frac<=1 "
                          f"(got {epochs}, {batch_size}, {lr}, {small_frac})")
     torch.manual_seed(seed)

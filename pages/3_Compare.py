@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.app_settings import LIMITS, STRIDE_CHOICES, sizes_small_to_large
-from core.cache import format_stride
+from core.app_settings import LIMITS, sizes_small_to_large, stride_choices
+from core.cache import format_stride, parse_stride
 from core.compare import diff_overlay, run_setting, summary_rows, token_diff
 from core.data import CLASS_NAMES
 from core.decode import DecodeConfig
@@ -42,7 +42,8 @@ if P + "init" not in ss:
             value = cast(q[name])
             if ok(value):
                 return value
-            ss.setdefault(P + "link_errors", []).append(f"URL parameter {name}={q[name]!r} ignored: out of range")
+            ss.setdefault(P + "link_errors", []).append(f"URL parameter {name}={q[name]!r} ignored: not one the "
+                                                        "page offers")
         except KeyError:
             pass
         except ValueError:
@@ -51,7 +52,7 @@ if P + "init" not in ss:
 
     in_range = lambda lo, hi: (lambda v: lo <= v <= hi)  # noqa: E731
     ss[P + "steps"] = pick("steps", int, 12, in_range(*LIMITS["steps"]))
-    ss[P + "cls"] = q.get("cls") if q.get("cls") in (ALL, *CLASS_NAMES) else ALL
+    ss[P + "cls"] = pick("cls", str, ALL, lambda c: c in (ALL, *CLASS_NAMES))
     ss[P + "n"] = pick("n", int, 4, in_range(1, 16))
     ss[P + "seed"] = pick("seed", int, 0, in_range(*LIMITS["seed"]))
     ss[P + "cfg"] = pick("cfg", float, tuned.cfg_scale, in_range(*LIMITS["cfg"]))
@@ -60,7 +61,11 @@ if P + "init" not in ss:
     ss[P + "count"] = len(linked) if 2 <= len(linked) <= 4 else 3
     for i, (schedule, stride) in enumerate(linked[:4] if len(linked) >= 2 else DEFAULTS):
         ss[P + f"schedule_{i}"] = schedule
-        ss[P + f"stride_{i}"] = stride if stride in STRIDE_CHOICES else DEFAULTS[i][1]
+        try:
+            ss[P + f"stride_{i}"] = format_stride(parse_stride(stride))
+        except ValueError as exc:
+            ss.setdefault(P + "link_errors", []).append(f"URL parameter s{i + 1}={schedule}@{stride} ignored: {exc}")
+            ss[P + f"schedule_{i}"], ss[P + f"stride_{i}"] = DEFAULTS[i]
     ss[P + "init"] = True
 for message in ss.pop(P + "link_errors", []):
     st.warning(message)
@@ -86,7 +91,7 @@ for i, col in enumerate(cols):
     schedule = col.text_input(f"Setting {i + 1}: schedule", key=P + f"schedule_{i}",
                               help="A preset (baseline, magnets, decreasing, constant-XS, ...) or runs like "
                                    "XS*2,S*2,M*3,L*5")
-    stride = col.select_slider("cache stride", STRIDE_CHOICES, key=P + f"stride_{i}")
+    stride = col.select_slider("cache stride", stride_choices(ss[P + f"stride_{i}"]), key=P + f"stride_{i}")
     try:
         configs.append(DecodeConfig(steps=int(steps), schedule=schedule, cache_stride=stride, cfg_scale=cfg_scale,
                                     temperature=temperature, seed=int(seed)))

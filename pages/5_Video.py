@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import streamlit as st
 
-from core.app_settings import CHOICES, LIMITS, STRIDE_CHOICES, VideoSettings, sizes_small_to_large
+from core.app_settings import CHOICES, LIMITS, VideoSettings, sizes_small_to_large, stride_choices
 from core.data import CLASS_NAMES
 from core.decode import StepRecord
 from core.figures import decode_animation, flops_figures, flops_headline, flops_rows, psnr_figure
@@ -76,12 +76,13 @@ with st.sidebar:
     else:
         st.number_input("Test clips (seed)", *LIMITS["clip"], key=P + "clip",
                         help=f"Which test clips to continue: the first {clips_cfg.given_frames} frames are given.")
-    st.number_input("Clips", 1, 8, key=P + "n")
+    st.number_input("Clips", *VideoSettings.limits["n"], key=P + "n")
     st.number_input("Steps", *LIMITS["steps"], key=P + "steps", on_change=apply_preset, args=(P,))
     st.selectbox("Schedule preset", [CUSTOM, *PRESETS], key=P + "preset", on_change=apply_preset, args=(P,))
     st.text_input("Schedule (text form)", key=P + "schedule", help="Runs of SIZE*COUNT, e.g. XS*2,S*2,M*3,L*5",
                   on_change=name_preset, args=(P,))
-    st.select_slider("Cache stride (never = refresh only on size changes)", STRIDE_CHOICES, key=P + "stride")
+    st.select_slider("Cache stride (never = refresh only on size changes)", stride_choices(ss[P + "stride"]),
+                     key=P + "stride")
     st.number_input("Seed", *LIMITS["seed"], key=P + "seed")
     st.number_input("CFG scale (generation; 1 = no guidance)", *LIMITS["cfg"], step=0.5, key=P + "cfg")
     st.number_input("Temperature (0 = argmax)", *LIMITS["temperature"], step=0.1, key=P + "temperature")

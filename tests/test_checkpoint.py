@@ -1,10 +1,11 @@
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
 
-from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, update_manifest
+from core.checkpoint import CheckpointError, load_checkpoint, load_module, save_checkpoint, update_manifest
 
 
 @dataclass
@@ -43,7 +44,22 @@ def test_manifest_mismatch_is_reported_with_fix(tmp_path):
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(tmp_path / "model")
     msg = str(info.value)
-    assert "model." in msg and "MANIFEST.json" in msg and "git checkout -- assets/" in msg
+    assert "model." in msg and "MANIFEST.json" in msg and f"copy a good one into {tmp_path}" in msg
+    assert "git checkout" not in msg  # git holds only the shipped folder's files
+
+
+def test_a_shipped_file_is_restored_from_git():
+    with pytest.raises(CheckpointError, match="git checkout -- assets/"):
+        load_checkpoint(Path(__file__).resolve().parents[1] / "assets" / "no_such_model")
+
+
+def test_a_config_that_does_not_fit_its_weights_is_a_checkpoint_error(tmp_path):
+    _save(tmp_path)  # w is 3 x 4
+    with pytest.raises(CheckpointError, match=r"does not fit its weights.*size mismatch for w"):
+        load_module(tmp_path / "model", lambda config: torch.nn.ParameterDict(
+            {"w": torch.nn.Parameter(torch.zeros(config["width"], 3)), "b": torch.nn.Parameter(torch.zeros(4))}))
+    with pytest.raises(CheckpointError, match="unexpected keyword argument"):
+        load_module(tmp_path / "model", lambda config: torch.nn.Linear(**config))
 
 
 def test_truncated_file_without_manifest(tmp_path):

@@ -204,3 +204,12 @@ def test_budget_search_runs_in_the_background(sweep_csv):
     assert any(s.value.startswith("Found `") for s in ok(at).success)
     report = at.session_state["swp_search"].result["report"]
     assert report[0]["name"] == "found" and {"baseline", "magnets"} <= {r["name"] for r in report}
+
+
+def test_compare_link_strides_and_classes_are_kept_or_reported():
+    at = AppTest.from_file(COMPARE, default_timeout=60)
+    at.query_params.update({"n": "1", "cls": "Sock", "s1": "baseline@10", "s2": "magnets@0"})
+    at = ok(at.run())
+    assert runs(at)[0].config.cache_stride == 10  # beyond the slider's stops, still the link's stride
+    warnings = " ".join(w.value for w in at.warning)
+    assert "cls='Sock'" in warnings and "s2=magnets@0" in warnings, warnings

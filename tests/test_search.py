@@ -87,10 +87,10 @@ def test_search_cli(assets, tmp_path, capsys):
     magnets = parse_setting("magnets@never", DecodeConfig(), Pipeline.load(assets, "cpu").model.cfg)
     assert json.loads(out.read_text())["winner"]["gflops"] <= magnets.gflops
     capsys.readouterr()
-    for bad, message in ((["--ratio", "0"], "the ratio must be a number > 0"),
-                         (["--budget", "-2"], "the budget must be a number > 0"),
+    for bad, message in ((["--ratio", "0"], "--ratio: must be > 0"),
+                         (["--budget", "-2"], "--budget: must be > 0"),
                          (["--budget", "1e-9"], "below the cheapest candidate"),
-                         (["--ratio", "0.3", "--compare", "magnets@sometimes"], "cache_stride must be"),
+                         (["--ratio", "0.3", "--compare", "magnets@sometimes"], "--compare magnets@sometimes: cache_stride"),
                          (["--ratio", "0.3", "--schedule", "magnets"], "does not apply here")):
         try:
             assert main([*args, *bad]) != 0

@@ -407,3 +407,11 @@ def test_video_page_bad_input_is_a_message(video_page):
     assert not at.exception
     assert {w.value.split("=")[0] for w in at.warning} >= {"URL parameter steps", "URL parameter clip",
                                                             "URL parameter cls"}
+
+
+def test_video_links_beyond_the_widgets_are_kept_or_reported(video_page):
+    at = video_page(stride="10")  # a stride the slider's stops do not have is still run, and shown
+    assert at.select_slider(key="vid_stride").value == "10" and _result(at).settings.stride == "10"
+    at = video_page(n="12")  # more clips than the page offers: said, not silently replaced
+    assert any(w.value.startswith("URL parameter n=") for w in at.warning), [w.value for w in at.warning]
+    assert at.number_input(key="vid_n").value == 1

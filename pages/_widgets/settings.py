@@ -10,7 +10,7 @@ import streamlit as st
 from core.decode import DecodeConfig
 from core.nested import ModelConfig
 from core.schedule import parse_schedule, preset
-from core.app_settings import CHOICES, LIMITS, STRIDE_CHOICES, Settings, apply_table_edits, matching_preset, planned_actions, preset_names, sizes_small_to_large
+from core.app_settings import CHOICES, LIMITS, Settings, apply_table_edits, matching_preset, planned_actions, preset_names, sizes_small_to_large, stride_choices
 
 CUSTOM = "custom"
 P = "gen_"  # this page's session-state keys (other pages have their own prefixes)
@@ -115,9 +115,8 @@ def settings_panel(cfg: ModelConfig, defaults: DecodeConfig) -> tuple[Settings, 
         st.header("Settings")
         st.number_input("Steps", *LIMITS["steps"], key=P + "steps", on_change=_on_steps)
         _schedule_editor(cfg)
-        strides = list(STRIDE_CHOICES) if ss[P + "stride"] in STRIDE_CHOICES else [*STRIDE_CHOICES, ss[P + "stride"]]
-        st.select_slider("Cache stride (refresh every N steps; never = only on size changes)", strides,
-                         key=P + "stride")
+        st.select_slider("Cache stride (refresh every N steps; never = only on size changes)",
+                         stride_choices(ss[P + "stride"]), key=P + "stride")
         st.selectbox("Class", CHOICES["cls"], key=P + "cls")
         st.number_input("Number of images", *LIMITS["n"], key=P + "n")
         st.number_input("Seed", *LIMITS["seed"], key=P + "seed")
