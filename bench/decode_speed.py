@@ -35,16 +35,19 @@ SETTINGS = [("baseline", 1), ("magnets", None)]
 PEAKS = {"H100": {"bf16": 989e12, "fp32": 67e12}, "H200": {"bf16": 989e12, "fp32": 67e12}}
 
 
+def cpu_name() -> str:
+    try:
+        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def machine(device: str = "cpu") -> str:
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {platform.python_version()}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {platform.python_version()}"
+    return (f"{cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+            f"{platform.python_version()}")
 
 
 def runner(path: str, model, config, labels):
