@@ -97,6 +97,16 @@ MUTATIONS = [
     ("export-names-the-resume", "core/cli_train.py",
      'return {} if resumed is not None else {"command": command_line(argv)}',
      "return {}", ["tests/test_train.py"]),
+    # Bad input: an output folder that takes no files let through; a link's stride beyond the slider dropped; a
+    # checkpoint whose config does not fit its weights let through as a traceback.
+    ("output-folder-not-probed", "core/cli_args.py", "tempfile.TemporaryFile(dir=p).close()", "pass",
+     ["tests/test_cli_errors.py"]),
+    ("link-stride-beyond-the-slider-dropped", "core/app_settings.py",
+     "else [*STRIDE_CHOICES, current]", "else list(STRIDE_CHOICES)",
+     ["tests/test_video.py", "tests/test_compare_sweep_pages.py"]),
+    ("checkpoint-mismatch-uncaught", "core/checkpoint.py",
+     "except (TypeError, ValueError, RuntimeError, KeyError) as exc:", "except KeyError as exc:",
+     ["tests/test_checkpoint.py", "tests/test_cli_errors.py"]),
 ]
 
 
