@@ -138,7 +138,9 @@ def sweep_figure(rows: list[dict], metric: str = "fd") -> go.Figure:
     the row has one (`<metric>_lo` / `<metric>_hi`)."""
     from core.sweep import METRICS, pareto_front
 
-    title, higher = METRICS[metric]
+    title, higher = METRICS[metric.removeprefix("mlp_")]  # mlp_fd: the second evaluator's FD
+    if metric.startswith("mlp_"):
+        title = title.replace(" (", " in the MLP evaluator (", 1)
     front = pareto_front(rows, y=metric, higher_y_better=higher)
     fig = go.Figure()
     for stride in dict.fromkeys(r["stride"] for r in rows):

@@ -7,6 +7,7 @@ setting's batches and rank 0 scores the gathered images and writes the row (core
 from __future__ import annotations
 
 import csv
+import math
 import os
 from dataclasses import dataclass, replace
 from itertools import combinations_with_replacement
@@ -29,6 +30,7 @@ QUALITY = tuple(f"{p}{m}{s}" for p in ("", "mlp_") for m in ("label_accuracy", "
 CSV_FIELDS = ("name", "schedule", "stride", "gflops_per_image", "baseline_gflops_per_image", "flops_ratio",
               *QUALITY, "wall_s", *RUN_FIELDS)
 _INTS, _STRS = {"steps", "n", "seed", "batch_size"}, {"name", "schedule", "stride", "mask_schedule"}
+_REQUIRED = {"name", "schedule", "stride", "gflops_per_image", "flops_ratio", "steps", "n", "seed"}
 FAMILY = "monotone"
 
 
@@ -81,10 +83,21 @@ def sweep_items(base: DecodeConfig, schedules=DEFAULT_SCHEDULES, strides=DEFAULT
 
 
 def _typed(row: dict) -> dict:
+    """A CSV row with its numbers parsed; ValueError for an empty required field or a number that is not finite.
+    A field the CSV lacks (a column added since, or a short row) reads as empty."""
     out = {}
     for k in CSV_FIELDS:
-        v = row.get(k, "")
-        out[k] = v if k in _STRS else None if v in ("", "None") else int(v) if k in _INTS else float(v)
+        v = row.get(k)
+        if v is None or v in ("", "None"):
+            if k in _REQUIRED:
+                raise ValueError(f"{k} is empty")
+            out[k] = "" if k in _STRS else None
+        elif k in _STRS:
+            out[k] = v
+        else:
+            out[k] = int(v) if k in _INTS else float(v)
+            if not math.isfinite(out[k]):
+                raise ValueError(f"{k}={v} is not a finite number")
     return out
 
 

@@ -28,10 +28,17 @@ EVALUATORS = {"": "CNN (the main evaluator)", "mlp_": "MLP (the second, differen
 # The view's settings live in the URL, so a link shows the same chart.
 if P + "init" not in ss:
     q = st.query_params.to_dict()
-    ss[P + "metric"] = q.get("metric") if q.get("metric") in METRICS else "fd"
-    ss[P + "evaluator"] = q.get("evaluator", "") if q.get("evaluator", "") in EVALUATORS else ""
+    ss[P + "link_errors"] = []
+    for name, choices, default in (("metric", METRICS, "fd"), ("evaluator", EVALUATORS, "")):
+        ss[P + name] = q.get(name, default)
+        if ss[P + name] not in choices:
+            ss[P + "link_errors"].append(f"URL parameter {name}={q[name][:40]!r} ignored: choose one of "
+                                         f"{', '.join(repr(c) for c in choices)}")
+            ss[P + name] = default
     ss[P + "strides"] = [s for s in q.get("strides", "").split(",") if s] or None
     ss[P + "init"] = True
+for message in ss.pop(P + "link_errors", []):
+    st.warning(message)
 
 
 @st.cache_data(show_spinner=False)
@@ -46,14 +53,22 @@ def _table(rows: list[dict], metric: str) -> pd.DataFrame:
 
 
 def _results(rows: list[dict], source: str, tag: str) -> None:
+    if not rows:
+        st.warning(f"{source} holds no rows yet: nothing to plot.")
+        return
     st.caption(f"Showing {source}: {len(rows)} settings, n = {rows[0]['n']} samples each, seed {rows[0]['seed']}, "
                f"guidance {rows[0]['cfg_scale']}, {rows[0]['steps']} steps; bars are 95 % bootstrap intervals.")
     c1, c2, c3 = st.columns([1, 1, 2])
     metric = c1.selectbox("Quality axis", list(METRICS), format_func=lambda m: METRICS[m][0], key=P + "metric")
     evaluator = c2.selectbox("Evaluator", list(EVALUATORS), format_func=EVALUATORS.get, key=P + "evaluator")
     strides = list(dict.fromkeys(r["stride"] for r in rows))
-    if not ss.get(P + "strides") or not set(ss[P + "strides"]) <= set(strides):
-        ss[P + "strides"] = strides
+    asked = ss.get(P + "strides") or strides
+    if not set(asked) <= set(strides):  # a link's strides this sweep lacks: keep the others, say which went
+        dropped = [s for s in asked if s not in strides]
+        st.warning(f"Cache strides {', '.join(d[:20] for d in dropped)} are not in this sweep (it has "
+                   f"{', '.join(strides)}); showing the others.")
+        asked = [s for s in asked if s in strides] or strides
+    ss[P + "strides"] = asked
     shown_strides = c3.multiselect("Cache strides shown", strides, key=P + "strides")
     st.query_params.update(metric=metric, evaluator=evaluator, strides=",".join(shown_strides))
     key = evaluator + metric

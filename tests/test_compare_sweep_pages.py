@@ -213,3 +213,43 @@ def test_compare_link_strides_and_classes_are_kept_or_reported():
     assert runs(at)[0].config.cache_stride == 10  # beyond the slider's stops, still the link's stride
     warnings = " ".join(w.value for w in at.warning)
     assert "cls='Sock'" in warnings and "s2=magnets@0" in warnings, warnings
+
+
+@pytest.mark.parametrize("metric", ["label_accuracy", "fd", "kid"])
+def test_sweep_draws_every_metric_of_the_second_evaluator(metric, monkeypatch):
+    monkeypatch.setenv("MAGNETS_SWEEP_CSV", str(ROOT / "assets" / "sweep.csv"))  # the shipped sweep has MLP scores
+    at = ok(AppTest.from_file(SWEEP, default_timeout=60).run())
+    at.selectbox(key="swp_metric").select(metric).run()
+    at = ok(at.selectbox(key="swp_evaluator").select("mlp_").run())
+    figure = at.get("plotly_chart")[0].proto.spec
+    assert "MLP evaluator" in figure and not at.warning
+
+
+def _sweep_page_of(path: Path, text: str, monkeypatch) -> AppTest:
+    path.write_text(text)
+    monkeypatch.setenv("MAGNETS_SWEEP_CSV", str(path))
+    at = AppTest.from_file(SWEEP, default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_sweep_csv_without_rows_or_with_a_broken_row_is_reported(sweep_csv, monkeypatch):
+    header, first, *_ = sweep_csv.read_text().splitlines()
+    at = _sweep_page_of(sweep_csv, header + "\n", monkeypatch)
+    assert any("holds no rows" in w.value for w in at.warning), [w.value for w in at.warning]
+    at = _sweep_page_of(sweep_csv, header + "\n" + first[: len(first) // 3] + "\n", monkeypatch)  # cut short
+    assert any("line 2 is not a sweep row" in e.value for e in at.error), [e.value for e in at.error]
+    fields = first.split(",")
+    fields[header.split(",").index("fd")] = "nan"
+    at = _sweep_page_of(sweep_csv, header + "\n" + ",".join(fields) + "\n", monkeypatch)
+    assert any("fd=nan is not a finite number" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_sweep_link_values_are_kept_or_reported(sweep_csv):
+    at = AppTest.from_file(SWEEP, default_timeout=60)
+    at.query_params.update({"metric": "sharpness", "evaluator": "human", "strides": "never,3"})
+    at = ok(at.run())
+    warnings = " ".join(w.value for w in at.warning)
+    assert "metric='sharpness'" in warnings and "evaluator='human'" in warnings, warnings
+    assert "strides 3 are not in this sweep" in warnings, warnings
+    assert at.multiselect(key="swp_strides").value == ["never"]  # the link's valid stride kept
