@@ -22,6 +22,8 @@ PRESETS: dict[str, tuple[tuple[str, int], ...]] = {
 }
 
 _RUN = re.compile(r"^([A-Za-z]+)\s*(?:\*\s*(\d+))?$")
+# No decode takes more steps than this; a longer text schedule is a typo, refused before it is expanded.
+MAX_STEPS = 1024
 
 
 def _split_steps(steps: int, weights: list[int]) -> list[int]:
@@ -73,8 +75,8 @@ class Schedule:
 def preset(name: str, steps: int) -> Schedule:
     if name not in PRESETS:
         raise ValueError(f"unknown schedule preset {name!r}; presets: {', '.join(PRESETS)}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be in 1..{MAX_STEPS}, got {steps}")
     runs = PRESETS[name]
     counts = _split_steps(steps, [w for _, w in runs])
     return Schedule(tuple(s for (s, _), n in zip(runs, counts) for _ in range(n)))
@@ -96,11 +98,16 @@ def parse_schedule(text: str, steps: int | None = None, sizes=DEFAULT_SIZES) -> 
         m = _RUN.match(part.strip())
         if not m:
             raise ValueError(f"schedule part {part.strip()!r} is not of the form SIZE or SIZE*COUNT (e.g. 'M*3')")
-        name, count = m.group(1).upper(), int(m.group(2) or 1)
+        name, digits = m.group(1).upper(), m.group(2) or "1"
         if name not in sizes:
-            raise ValueError(f"schedule part {part.strip()!r}: unknown size {name!r}; sizes: {', '.join(sizes)}")
+            raise ValueError(f"schedule part {part.strip()[:40]!r}: unknown size {name[:20]!r}; sizes: "
+                             f"{', '.join(sizes)}")
+        count = int(digits[:5])
         if count < 1:
             raise ValueError(f"schedule part {part.strip()!r}: the count must be >= 1")
+        if len(digits) > 5 or len(out) + count > MAX_STEPS:
+            raise ValueError(f"schedule {text[:60]!r} has more than {MAX_STEPS} steps: no decode takes that many; "
+                             "the counts must sum to the step count (e.g. 12)")
         out.extend([name] * count)
     schedule = Schedule(tuple(out))
     if steps is not None and len(schedule) != steps:

@@ -49,6 +49,8 @@ CASES = [
     (["sample", "--schedule", "XS*6,XXL*6", "--out", "x.npz"], "XXL"),
     (["sample", "--schedule", "L**12", "--out", "x.npz"], "SIZE*COUNT"),
     (["sample", "--schedule", "", "--out", "x.npz"], "empty"),
+    (["sample", "--schedule", "L*99999999999999999999", "--out", "x.npz"], "more than 1024 steps"),
+    (["sample", "--steps", "1000000000", "--out", "x.npz"], "steps must be in 1..1024"),
     (["sample", "--cache-stride", "0", "--out", "x.npz"], "--cache-stride"),
     (["sample", "--cache-stride", "sometimes", "--out", "x.npz"], "--cache-stride"),
     (["sample", "--temperature", "-1", "--out", "x.npz"], "temperature"),

@@ -27,6 +27,8 @@ def test_presets():
 @pytest.mark.parametrize("text, steps, needle", [
     ("XS*3,XXL*3", None, "XXL"), ("XS*3,S*x", None, "S*x"), ("", None, "empty"), ("XS*2,L*2", 12, "steps=12"),
     ("M*0", None, "M*0"), ("nonsense-preset", 12, "nonsense"),
+    ("L*99999999999999999999", 12, "more than 1024 steps"), ("L*600,M*600", None, "more than 1024 steps"),
+    ("magnets", 10**9, "1..1024"),
 ])
 def test_schedule_errors_name_the_bad_part(text, steps, needle):
     with pytest.raises(ValueError, match=needle.replace("*", r"\*")):
