@@ -18,7 +18,7 @@ MANIFEST_NAME = "MANIFEST.json"
 _SHIPPED = Path(__file__).resolve().parents[1] / "assets"
 
 
-def _fix_hint(path: Path) -> str:
+def fix_hint(path: Path) -> str:
     """How to get a good file back: git has the shipped ones; anything else was made by a command of ours."""
     if Path(path).resolve().parent == _SHIPPED:
         return ("restore the shipped file with `git checkout -- assets/`, or retrain it with the command in "
@@ -69,7 +69,10 @@ def _verify_against_manifest(path: Path) -> None:
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{manifest_path}: unreadable manifest ({exc}); {_fix_hint(path)}") from None
+        raise CheckpointError(f"{manifest_path}: unreadable manifest ({exc}); {fix_hint(path)}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
+        raise CheckpointError(f"{manifest_path}: not a manifest (expected {{\"files\": {{name: sha256}}}}); "
+                              f"{fix_hint(path)}")
     expected = manifest.get("files", {}).get(path.name)
     if expected is None:
         return
@@ -77,12 +80,12 @@ def _verify_against_manifest(path: Path) -> None:
     if actual != expected:
         raise CheckpointError(
             f"{path}: sha256 {actual[:12]}... does not match {MANIFEST_NAME} ({expected[:12]}...); "
-            f"the file is corrupt, truncated or was changed; {_fix_hint(path)}")
+            f"the file is corrupt, truncated or was changed; {fix_hint(path)}")
 
 
 def _checked(path: Path) -> Path:
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file missing; {_fix_hint(path)}")
+        raise CheckpointError(f"{path}: checkpoint file missing; {fix_hint(path)}")
     _verify_against_manifest(path)
     return path
 
@@ -94,7 +97,7 @@ def load_meta(path_stem: str | Path) -> tuple[dict, dict]:
         payload = json.loads(meta.read_text())
         return payload["config"], payload.get("extra") or {}
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{meta}: unreadable checkpoint config ({exc!r}); {_fix_hint(meta)}") from None
+        raise CheckpointError(f"{meta}: unreadable checkpoint config ({exc!r}); {fix_hint(meta)}") from None
 
 
 def load_checkpoint(path_stem: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
@@ -104,7 +107,7 @@ def load_checkpoint(path_stem: str | Path) -> tuple[dict[str, torch.Tensor], dic
     try:
         state_dict = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{weights}: unreadable safetensors file ({exc}); {_fix_hint(weights)}") from None
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({exc}); {fix_hint(weights)}") from None
     return state_dict, config, extra
 
 
@@ -123,7 +126,7 @@ def load_module(path_stem: str | Path, build: Callable[[dict], torch.nn.Module],
         # load_state_dict's first line only says that something failed; the next one says what.
         why = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])[:240] or type(exc).__name__
         raise CheckpointError(f"{stem}: its config ({stem.name}.json) does not fit its weights or this code "
-                              f"({why}); {_fix_hint(stem)}") from None
+                              f"({why}); {fix_hint(stem)}") from None
     return module.eval(), extra
 
 

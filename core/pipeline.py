@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.checkpoint import load_module
+from core.checkpoint import CheckpointError, fix_hint, load_module
 from core.data import crop28
 from core.decode import DecodeConfig, DecodeResult, generate
 from core.evaluator import FashionCNN, load_evaluator
@@ -39,12 +39,25 @@ def server_threads() -> int:
     return max(1, (os.cpu_count() or 1) - 1)
 
 
-def load_transformer(stem: str | Path, device: str = "cpu") -> tuple[NestedTransformer, dict]:
-    """(model in eval mode, the checkpoint's recorded extra: training details, tuned decoding defaults).
-    A checkpoint of the first format (separate q/k/v) is converted on load."""
+def load_transformer(stem: str | Path, device: str = "cpu", tasks: tuple[str, ...] = ()) -> tuple[NestedTransformer,
+                                                                                                    dict]:
+    """(model in eval mode, the checkpoint's recorded extra: training details, tuned decoding defaults, one per
+    task of `tasks` if given). A checkpoint of the first format (separate q/k/v) is converted on load."""
     model, extra = load_module(stem, lambda config: NestedTransformer(ModelConfig(**config)),
                                convert=lambda state, model: upgrade_state_dict(state, model.cfg))
+    _check_tuned(extra, Path(stem).with_suffix(".json"), tasks)
     return model.to(device), extra
+
+
+def _check_tuned(extra: dict, path: Path, tasks: tuple[str, ...]) -> None:
+    """A recorded tuned decoding that DecodeConfig refuses would fail every decode: refuse it at load instead."""
+    tuned = extra.get("tuned_decoding", {})
+    try:
+        for entry in [tuned.get(t, {}) for t in tasks] if tasks else [tuned]:
+            DecodeConfig(**entry)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its tuned_decoding {str(tuned)[:80]} is not a decoding setting ({exc}); "
+                              f"rerun `python -m core tune`, or {fix_hint(path)}") from None
 
 
 @dataclass

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from core.cache import format_stride
+from core.checkpoint import CheckpointError, fix_hint
 from core.data import load_fashion_mnist
 from core.decode import DecodeConfig, DecodeResult, generate
 from core.evaluate import VALIDATION_SEED
@@ -47,10 +48,16 @@ class VideoPipeline:
     def load(cls, assets: str | Path | None = None, device: str | None = None) -> "VideoPipeline":
         assets = Path(assets or ASSETS)
         device = device or default_device()
-        model, card = load_transformer(assets / VIDEO_STEM, device)
+        model, card = load_transformer(assets / VIDEO_STEM, device, tasks=TASKS)
+        try:
+            clips = ClipConfig(**card["clips"])
+        except (KeyError, TypeError, ValueError) as exc:
+            path = assets / f"{VIDEO_STEM}.json"
+            raise CheckpointError(f"{path}: its clip layout ('clips') is missing or malformed ({exc!r}); "
+                                  f"{fix_hint(path)}") from None
         return cls(model=model, tokenizer=load_tokenizer(assets / "tokenizer").to(device),
-                   evaluator=load_evaluator(assets / "evaluator"), clips=ClipConfig(**card["clips"]), device=device,
-                   assets=assets, card=card)
+                   evaluator=load_evaluator(assets / "evaluator"), clips=clips, device=device, assets=assets,
+                   card=card)
 
     def default_config(self, task: str, **overrides) -> DecodeConfig:
         """The checkpoint's tuned decoding for `task`, then `overrides`."""

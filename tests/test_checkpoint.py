@@ -86,3 +86,26 @@ def test_missing_and_corrupt_json(tmp_path):
     (tmp_path / "model.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="model.json"):
         load_checkpoint(tmp_path / "model")
+
+
+def test_a_manifest_of_the_wrong_shape_is_a_checkpoint_error(tmp_path):
+    _save(tmp_path)
+    (tmp_path / "MANIFEST.json").write_text('["model.json"]')
+    with pytest.raises(CheckpointError, match="not a manifest"):
+        load_checkpoint(tmp_path / "model")
+
+
+@pytest.mark.parametrize("tuned, needle", [
+    ([2.0, 1.0], "tuned_decoding"), ({"cfg_scale": "2"}, "cfg_scale"), ({"guidance": 2.0}, "guidance"),
+    ({"temperature": -1.0}, "temperature must be"),
+])
+def test_a_tuned_decoding_no_decode_takes_is_refused_at_load(tmp_path, tuned, needle):
+    from core.checkpoint import update_extra
+    from core.pipeline import Pipeline
+    from tests.tiny_assets import make_tiny_assets
+    folder = make_tiny_assets(tmp_path / "assets")
+    Pipeline.load(folder, device="cpu")  # the tiny folder loads as made
+    update_extra(folder / "transformer", {"tuned_decoding": tuned})
+    update_manifest(folder)
+    with pytest.raises(CheckpointError, match=f"transformer.json.*{needle}"):
+        Pipeline.load(folder, device="cpu")

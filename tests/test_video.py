@@ -415,3 +415,23 @@ def test_video_links_beyond_the_widgets_are_kept_or_reported(video_page):
     at = video_page(n="12")  # more clips than the page offers: said, not silently replaced
     assert any(w.value.startswith("URL parameter n=") for w in at.warning), [w.value for w in at.warning]
     assert at.number_input(key="vid_n").value == 1
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda extra: extra.pop("clips"), "'clips'"), (lambda extra: extra["clips"].update(frames="four"), "'clips'"),
+    (lambda extra: extra.update(tuned_decoding={"predict": {"cfg_scale": -1}}), "tuned_decoding"),
+])
+def test_a_video_card_without_a_usable_clip_layout_or_tuning_is_refused_at_load(video_assets, tmp_path, change,
+                                                                                needle):
+    from core.checkpoint import CheckpointError, update_manifest
+    from core.video_eval import VideoPipeline
+    assets = tmp_path / "assets"
+    shutil.copytree(video_assets[0], assets)
+    VideoPipeline.load(assets, device="cpu")  # loads as made
+    path = assets / "video_transformer.json"
+    payload = json.loads(path.read_text())
+    change(payload["extra"])
+    path.write_text(json.dumps(payload))
+    update_manifest(assets)
+    with pytest.raises(CheckpointError, match=f"video_transformer.json.*{needle}"):
+        VideoPipeline.load(assets, device="cpu")
