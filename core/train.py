@@ -215,13 +215,20 @@ def validation_ce(model, data: TokenData, sizes, mask_id, seed: int) -> dict[str
 
 
 def read_metrics(path) -> list[dict]:
-    """Rows of a metrics.jsonl; blank or truncated lines (a run still writing) are skipped."""
+    """Rows of a metrics.jsonl; blank or truncated lines (a run still writing) and lines that are not one JSON
+    object are skipped. ValueError if the file is not text."""
     rows = []
-    for line in open(path, encoding="utf-8"):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(row, dict):
+                    rows.append(row)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not a metrics file (not UTF-8 text: {exc})") from None
     return rows
 
 

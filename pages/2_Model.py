@@ -30,13 +30,17 @@ st.dataframe(sizes_table(pipe.model), hide_index=True)
 st.subheader("Training curves")
 metrics_path = pipe.assets / "training_metrics.jsonl"
 if metrics_path.is_file():
-    rows = read_metrics(metrics_path)
-    figs = training_figures(rows) if rows else []
-    cols = st.columns(2)
-    for i, fig in enumerate(figs):
-        cols[i % 2].plotly_chart(fig, key=f"train-{i}")
-    if not figs:
-        st.info(f"{metrics_path} holds no readable rows yet.")
+    try:
+        figs = training_figures(read_metrics(metrics_path))
+    except (OSError, ValueError) as exc:
+        st.warning(f"No training curves: {exc}. Restore the file with `git checkout -- assets/` (shipped assets) "
+                   "or copy the run's metrics.jsonl here.")
+    else:
+        cols = st.columns(2)
+        for i, fig in enumerate(figs):
+            cols[i % 2].plotly_chart(fig, key=f"train-{i}")
+        if not figs:
+            st.info(f"{metrics_path} holds no readable rows yet.")
 else:
     st.info(f"No training curves: {metrics_path} is not shipped with these assets.")
 
@@ -72,7 +76,11 @@ except CheckpointError as exc:
 st.subheader("Model card")
 card = pipe.assets / "MODEL_CARD.md"
 if card.is_file():
-    st.markdown(card.read_text(encoding="utf-8"))
+    try:
+        st.markdown(card.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        st.warning(f"{card} could not be read ({exc}); regenerate it with `python bench/model_card.py`. The "
+                   "checkpoint's recorded training details follow.")
 else:
     st.info(f"{card} is not written yet; the checkpoint's recorded training details follow.")
 st.json(pipe.card, expanded=False)

@@ -242,3 +242,23 @@ def test_the_server_decodes_on_one_core_fewer_than_the_machine_has(monkeypatch):
     finally:
         _widgets._load.clear()
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00binary", b"[1, 2]\n3\n\"text\"\n"], ids=["binary", "not-rows"])
+def test_model_page_reports_an_unreadable_card_or_metrics_file(content, tmp_path, monkeypatch):
+    assets = ROOT / "assets"
+    for f in assets.iterdir():
+        (tmp_path / f.name).symlink_to(f)
+    for name in ("training_metrics.jsonl", "MODEL_CARD.md"):
+        (tmp_path / name).unlink()
+        (tmp_path / name).write_bytes(content)
+    monkeypatch.setattr(core.pipeline, "ASSETS", tmp_path)
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Model.py"), default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    if content.startswith(b"\xff"):  # not text: both are reported, the page goes on
+        warnings = " ".join(w.value for w in at.warning)
+        assert "training_metrics.jsonl is not a metrics file" in warnings and "MODEL_CARD.md could not be read" \
+            in warnings, warnings
+    else:  # JSON lines that are not rows: none to plot
+        assert any("holds no readable rows" in i.value for i in at.info), [i.value for i in at.info]
+    assert at.get("json"), "the checkpoint's recorded details are still shown"
