@@ -27,7 +27,7 @@ try:
     config = settings.decode_config()
 except ValueError as exc:
     st.error(f"Cannot run with these settings: {exc}")
-    st.stop()
+    config = None  # nothing to run; the previous run stays on screen
 
 if from_link:  # a shared link runs its settings once, on the first load
     ss["gen_run_from_link"] = True
@@ -39,7 +39,7 @@ def run_and_show(settings, config) -> None:
     this part; the sidebar and the page above it are neither re-executed nor redrawn, which leaves the cores to the
     decode and the browser little to do."""
     left, mid, right = st.columns([1, 2, 2])
-    clicked = left.button("Generate", type="primary", key="gen_run")
+    clicked = left.button("Generate", type="primary", key="gen_run", disabled=config is None)
     pace = mid.slider("Playback pace (ms per step)", 50, 1500, 300, 50, key="gen_pace",
                       help="How fast ▶ Play steps through the run; the model has already finished it.")
     drift = right.checkbox("Measure cache drift", key="gen_drift",
@@ -49,17 +49,17 @@ def run_and_show(settings, config) -> None:
     sample = st.number_input("Sample shown", 1, settings.n, key="gen_sample") - 1 if settings.n > 1 else 0
     trace: Trace | None = ss.get("gen_trace")
 
-    if clicked or ss.pop("gen_run_from_link", False):
+    if (clicked or ss.pop("gen_run_from_link", False)) and config is not None:
         try:
-            trace = run(pipe, settings, config, measure_drift=drift)
+            fresh = run(pipe, settings, config, measure_drift=drift)
         except ValueError as exc:  # e.g. more steps than tokens to generate
             st.error(f"Cannot run with these settings: {exc}")
-            return
-        trace.number = len(ss.setdefault("gen_history", [])) + 1
-        ss["gen_trace"] = trace
-        ss["gen_history"].append({
-            "gflops": sum(r.total_flops for r in trace.records) / 1e9, "quality": trace.p_class[-1],
-            "describe": f"{config.describe()} | {settings.cls} | seed {settings.seed}"})
+        else:
+            trace = ss["gen_trace"] = fresh
+            trace.number = len(ss.setdefault("gen_history", [])) + 1
+            ss["gen_history"].append({
+                "gflops": sum(r.total_flops for r in trace.records) / 1e9, "quality": trace.p_class[-1],
+                "describe": f"{config.describe()} | {settings.cls} | seed {settings.seed}"})
 
     if trace is None:
         st.info("Choose settings in the sidebar and press **Generate**; then press ▶ Play to watch the tokens fill "

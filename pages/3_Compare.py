@@ -3,6 +3,8 @@ step, sub-model and confidence of every token, and whether it differs from setti
 drift, and quality with 95 % intervals. The settings live in the URL."""
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import streamlit as st
 
@@ -36,35 +38,48 @@ tuned = pipe.default_config()
 # A link holds the shared settings and one `s<i>=schedule@stride` per setting.
 if P + "init" not in ss:
     q = st.query_params.to_dict()
+    ss[P + "link_errors"] = warn = []
 
-    def pick(name, cast, default, ok):
+    def pick(name, cast, default, limits=None, choices=None):
+        """The link's value of `name` if the widget can show it; else the default, and a warning saying why."""
+        if name not in q:
+            return default
         try:
             value = cast(q[name])
-            if ok(value):
-                return value
-            ss.setdefault(P + "link_errors", []).append(f"URL parameter {name}={q[name]!r} ignored: not one the "
-                                                        "page offers")
-        except KeyError:
-            pass
         except ValueError:
-            ss.setdefault(P + "link_errors", []).append(f"URL parameter {name}={q[name]!r} ignored: not a number")
+            warn.append(f"URL parameter {name}={q[name][:40]!r} ignored: not a number")
+            return default
+        if choices is not None and value not in choices:
+            warn.append(f"URL parameter {name}={q[name][:40]!r} ignored: choose one of {', '.join(choices)}")
+        elif limits is not None and not limits[0] <= value <= limits[1]:
+            warn.append(f"URL parameter {name}={q[name][:40]!r} ignored: must be in {limits[0]}..{limits[1]}")
+        else:
+            return value
         return default
 
-    in_range = lambda lo, hi: (lambda v: lo <= v <= hi)  # noqa: E731
-    ss[P + "steps"] = pick("steps", int, 12, in_range(*LIMITS["steps"]))
-    ss[P + "cls"] = pick("cls", str, ALL, lambda c: c in (ALL, *CLASS_NAMES))
-    ss[P + "n"] = pick("n", int, 4, in_range(1, 16))
-    ss[P + "seed"] = pick("seed", int, 0, in_range(*LIMITS["seed"]))
-    ss[P + "cfg"] = pick("cfg", float, tuned.cfg_scale, in_range(*LIMITS["cfg"]))
-    ss[P + "temperature"] = pick("temperature", float, tuned.temperature, in_range(*LIMITS["temperature"]))
-    linked = [q[f"s{i + 1}"].rsplit("@", 1) for i in range(4) if "@" in q.get(f"s{i + 1}", "")]
-    ss[P + "count"] = len(linked) if 2 <= len(linked) <= 4 else 3
-    for i, (schedule, stride) in enumerate(linked[:4] if len(linked) >= 2 else DEFAULTS):
+    ss[P + "steps"] = pick("steps", int, 12, LIMITS["steps"])
+    ss[P + "cls"] = pick("cls", str, ALL, choices=(ALL, *CLASS_NAMES))
+    ss[P + "n"] = pick("n", int, 4, (1, 16))
+    ss[P + "seed"] = pick("seed", int, 0, LIMITS["seed"])
+    ss[P + "cfg"] = pick("cfg", float, tuned.cfg_scale, LIMITS["cfg"])
+    ss[P + "temperature"] = pick("temperature", float, tuned.temperature, LIMITS["temperature"])
+    linked = []
+    for name in sorted((k for k in q if re.fullmatch(r"s\d+", k)), key=lambda k: int(k[1:])):
+        if "@" not in q[name]:
+            warn.append(f"URL parameter {name}={q[name][:40]!r} ignored: give schedule@stride, e.g. magnets@never")
+        elif len(linked) == 4:
+            warn.append(f"URL parameter {name}={q[name][:40]!r} ignored: the page compares at most 4 settings")
+        else:
+            linked.append((name, *q[name].rsplit("@", 1)))
+    if len(linked) == 1:
+        warn.append(f"URL parameter {linked[0][0]} ignored: a comparison needs 2 to 4 settings; showing the defaults")
+    ss[P + "count"] = len(linked) if len(linked) >= 2 else 3
+    for i, (name, schedule, stride) in enumerate(linked if len(linked) >= 2 else [("", *d) for d in DEFAULTS]):
         ss[P + f"schedule_{i}"] = schedule
         try:
             ss[P + f"stride_{i}"] = format_stride(parse_stride(stride))
         except ValueError as exc:
-            ss.setdefault(P + "link_errors", []).append(f"URL parameter s{i + 1}={schedule}@{stride} ignored: {exc}")
+            warn.append(f"URL parameter {name}={schedule[:40]}@{stride[:20]} ignored: {exc}")
             ss[P + f"schedule_{i}"], ss[P + f"stride_{i}"] = DEFAULTS[i]
     ss[P + "init"] = True
 for message in ss.pop(P + "link_errors", []):
@@ -101,20 +116,20 @@ for i, col in enumerate(cols):
 st.query_params.from_dict({"steps": steps, "cls": cls, "n": n, "seed": seed, "cfg": cfg_scale,
                            "temperature": temperature,
                            **{f"s{i + 1}": f"{ss[P + f'schedule_{i}']}@{ss[P + f'stride_{i}']}" for i in range(count)}})
-for message in problems:
+for message in problems:  # nothing runs until they are fixed; the previous comparison stays on screen
     st.error(message)
-if problems:
-    st.stop()
 
 labels = [i % len(CLASS_NAMES) for i in range(int(n))] if cls == ALL else [CLASS_NAMES.index(cls)] * int(n)
 key = (tuple(configs), tuple(labels))
-if st.button("Compare", type="primary", key=P + "run") or P + "result" not in ss:
+clicked = st.button("Compare", type="primary", key=P + "run", disabled=bool(problems))
+if (clicked or P + "result" not in ss) and not problems:
     try:
         with st.spinner("Decoding ..."):
             ss[P + "result"] = (key, names, [run_setting(pipe, c, labels) for c in configs])
     except ValueError as exc:  # e.g. more steps than tokens
         st.error(f"Cannot run these settings: {exc}")
-        st.stop()
+if P + "result" not in ss:
+    st.stop()
 shown_key, shown_names, runs = ss[P + "result"]
 if shown_key != key:
     st.caption("Showing the previous comparison; the settings have changed since. Press **Compare** to run them.")

@@ -11,7 +11,7 @@ import numpy as np
 import streamlit as st
 
 from core.app_settings import CHOICES, LIMITS, VideoSettings, sizes_small_to_large, stride_choices
-from core.data import CLASS_NAMES
+from core.data import CLASS_NAMES, ENV_VAR, DatasetMissingError
 from core.decode import StepRecord
 from core.figures import decode_animation, flops_figures, flops_headline, flops_rows, psnr_figure
 from core.pictures import clip_frames, clip_gif, to_uint8
@@ -96,16 +96,15 @@ try:
     config = settings.decode_config(pipe.default_config(settings.task))
 except ValueError as exc:
     st.error(f"Cannot run with these settings: {exc}")
-    st.stop()
+    config = None  # nothing to run; the previous run stays on screen
 
 
 # ---------------------------------------------------------------------------------------------- run
-def run(settings: VideoSettings, config) -> VideoRun:
+def run(settings: VideoSettings, config, split) -> VideoRun:
     truth = None
     t0 = time.perf_counter()
     if settings.task == "predict":
-        images, labels = test_split()
-        truth_f, _, _ = held_out_clips(images, labels, settings.n, settings.clip, clips_cfg)
+        truth_f, _, _ = held_out_clips(*split, settings.n, settings.clip, clips_cfg)
         result, frames = pipe.predict(config, truth_f)
         truth = to_uint8(truth_f)
     else:
@@ -123,15 +122,28 @@ def run(settings: VideoSettings, config) -> VideoRun:
     return out
 
 
-left, mid = st.columns([1, 3])
-clicked = left.button("Run", type="primary", key=P + "run")
-pace = mid.slider("Playback pace (ms per step)", 50, 1500, 300, 50, key=P + "pace")
-if clicked or ss.pop(P + "from_link", False):
+def attempt(settings: VideoSettings, config) -> None:
+    """Run and keep the result. A problem is an st.error that names it, and the previous run stays on screen."""
     try:
-        ss[P + "result"] = run(settings, config)
+        split = test_split() if settings.task == "predict" else None
+    except DatasetMissingError as exc:
+        st.error(f"Frame prediction needs the Fashion-MNIST test split (generation does not): {exc}")
+        return
+    except ValueError as exc:  # the idx files exist but are corrupt or truncated
+        st.error(f"The Fashion-MNIST test split could not be read: {exc}. Reinstall it with `apt-get install "
+                 f"--reinstall -y dataset-fashion-mnist`, or point {ENV_VAR} at a good copy.")
+        return
+    try:
+        ss[P + "result"] = run(settings, config, split)
     except ValueError as exc:
         st.error(f"Cannot run with these settings: {exc}")
-        st.stop()
+
+
+left, mid = st.columns([1, 3])
+clicked = left.button("Run", type="primary", key=P + "run", disabled=config is None)
+pace = mid.slider("Playback pace (ms per step)", 50, 1500, 300, 50, key=P + "pace")
+if (clicked or ss.pop(P + "from_link", False)) and config is not None:
+    attempt(settings, config)
 result: VideoRun | None = ss.get(P + "result")
 if result is None:
     st.info("Choose a task and settings in the sidebar and press **Run**.")

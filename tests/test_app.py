@@ -262,3 +262,18 @@ def test_model_page_reports_an_unreadable_card_or_metrics_file(content, tmp_path
     else:  # JSON lines that are not rows: none to plot
         assert any("holds no readable rows" in i.value for i in at.info), [i.value for i in at.info]
     assert at.get("json"), "the checkpoint's recorded details are still shown"
+
+
+def test_a_bad_setting_keeps_the_previous_run_on_screen():
+    at = open_generate()
+    before = at.session_state["gen_trace"]
+    at.text_input(key="gen_schedule").input("XS*2,Q*4").run()
+    assert any("unknown size 'Q'" in e.value for e in at.error)
+    assert at.button(key="gen_run").disabled  # nothing to run until the setting is fixed
+    assert at.session_state["gen_trace"] is before
+    assert any("Showing the previous run" in c.value for c in at.caption)
+    assert any(before.fingerprint() in c.value for c in at.caption), "the previous run is no longer drawn"
+    at.text_input(key="gen_schedule").input("XS*3,L*3").run()
+    assert not at.button(key="gen_run").disabled
+    rerun_with(at)
+    assert at.session_state["gen_trace"] is not before and not at.error

@@ -79,9 +79,12 @@ def test_compare_controls_change_the_output(name, change, changed):
 
 def test_compare_bad_schedule_is_an_error():
     at = open_compare()
+    before = at.session_state["cmp_result"]
     at.text_input(key="cmp_schedule_2").input("XS*3,Q*9").run()
     assert not at.exception
     assert any("Setting 3" in e.value and "unknown size 'Q'" in e.value for e in at.error)
+    assert at.button(key="cmp_run").disabled and at.session_state["cmp_result"] is before
+    assert any("Showing the previous comparison" in c.value for c in at.caption) and at.get("plotly_chart")
 
 
 ROWS = [("baseline", "L*12", "1", 2.0, 1.0, 0.9, 10.0), ("magnets", "XS*2,S*2,M*3,L*5", "never", 0.6, 3.3, 0.88, 11.0),
@@ -253,3 +256,24 @@ def test_sweep_link_values_are_kept_or_reported(sweep_csv):
     assert "metric='sharpness'" in warnings and "evaluator='human'" in warnings, warnings
     assert "strides 3 are not in this sweep" in warnings, warnings
     assert at.multiselect(key="swp_strides").value == ["never"]  # the link's valid stride kept
+
+
+@pytest.mark.parametrize("link, needle", [
+    ({"s1": "magnets@never"}, "s1 ignored: a comparison needs 2 to 4 settings"),
+    ({"s1": "baseline@1", "s2": "magnets"}, "s2='magnets' ignored: give schedule@stride"),
+    ({f"s{i}": "baseline@1" for i in range(1, 6)}, "s5='baseline@1' ignored: the page compares at most 4"),
+    ({"steps": "99", "s1": "baseline@1", "s2": "magnets@never"}, "steps='99' ignored: must be in 1..64"),
+])
+def test_compare_link_settings_the_page_cannot_show_are_reported(link, needle):
+    at = AppTest.from_file(COMPARE, default_timeout=60)
+    at.query_params.update({"n": "1", **link})
+    at = ok(at.run())
+    warnings = " ".join(w.value for w in at.warning)
+    assert needle in warnings, warnings
+
+
+def test_compare_link_settings_after_a_gap_are_kept():
+    at = AppTest.from_file(COMPARE, default_timeout=60)
+    at.query_params.update({"n": "1", "s1": "baseline@1", "s3": "XS*6,L*6@2"})
+    at = ok(at.run())
+    assert not at.warning and [r.config.plan.text for r in runs(at)] == ["L*12", "XS*6,L*6"]

@@ -435,3 +435,31 @@ def test_a_video_card_without_a_usable_clip_layout_or_tuning_is_refused_at_load(
     update_manifest(assets)
     with pytest.raises(CheckpointError, match=f"video_transformer.json.*{needle}"):
         VideoPipeline.load(assets, device="cpu")
+
+
+def _shows_prediction(at) -> bool:
+    return any("PSNR per predicted frame" in c.proto.spec for c in at.get("plotly_chart"))
+
+
+def test_video_page_problems_are_messages_and_the_previous_run_stays(video_page, video_assets, tmp_path, monkeypatch):
+    at = video_page(task="predict")
+    before = _result(at)
+    at.text_input(key="vid_schedule").input("XS*2,Q*4").run()  # a bad setting: said, the last run still shown
+    assert any("unknown size 'Q'" in e.value for e in at.error) and at.session_state["vid_result"] is before
+    assert any("Showing the previous run" in c.value for c in at.caption) and _shows_prediction(at)
+    assert at.button(key="vid_run").disabled
+    at.text_input(key="vid_schedule").input("L*6").run()
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path))  # no data set here
+    at.button(key="vid_run").click().run()
+    assert not at.exception and any("Frame prediction needs the Fashion-MNIST test split" in e.value
+                                    and "apt-get install" in e.value for e in at.error), [e.value for e in at.error]
+    assert at.session_state["vid_result"] is before and _shows_prediction(at)
+    for f in video_assets[1].iterdir():  # the data set, its test images cut short
+        (tmp_path / f.name).write_bytes(f.read_bytes()[:-40] if "t10k-images" in f.name else f.read_bytes())
+    at.button(key="vid_run").click().run()
+    assert any("could not be read" in e.value and "t10k-images" in e.value for e in at.error), \
+        [e.value for e in at.error]
+    assert not any("Cannot run with these settings" in e.value for e in at.error)
+    at.radio(key="vid_task").set_value("generate").run()  # generation needs no data set
+    at.button(key="vid_run").click().run()
+    assert _result(at).truth is None
