@@ -35,16 +35,20 @@ class QuerySettings:
         """Query parameters -> settings, keeping the default for every value that does not parse, with one
         message per rejected value (a hand-edited link must not crash the page). Returns (settings, messages)."""
         out, errors = defaults or cls(), []
-        for f in fields(cls):
-            if f.name not in params:
+        names = [f.name for f in fields(cls)]
+        for name in params:
+            if name not in names:
+                errors.append(f"URL parameter {name[:40]} ignored: the page reads only {', '.join(names)}")
+        for name in names:
+            if name not in params:
                 continue
-            raw = params[f.name]
+            raw = params[name]
             try:
-                value = _check(f.name, type(getattr(out, f.name))(raw), cls.choices, cls.limits)
+                value = _check(name, type(getattr(out, name))(raw), cls.choices, cls.limits)
             except (TypeError, ValueError) as exc:
-                errors.append(f"URL parameter {f.name}={raw!r} ignored: {exc}")
+                errors.append(f"URL parameter {name}={raw[:40]!r} ignored: {str(exc)[:300]}")
                 continue
-            out = replace(out, **{f.name: value})
+            out = replace(out, **{name: value})
         return out, errors
 
 

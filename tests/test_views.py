@@ -38,6 +38,9 @@ def test_bad_query_values_keep_defaults_and_say_why():
     joined = " ".join(errors)
     for name in ("steps", "n", "cls", "cfg"):
         assert f"URL parameter {name}=" in joined
+    _, errors = Settings.from_query({"shedule": "L*12", "steps": "9" * 5000})  # a typo; a pasted wall of digits
+    assert errors[0].startswith("URL parameter shedule ignored: the page reads only steps, schedule")
+    assert len(errors) == 2 and len(errors[1]) < 500, errors
 
 
 def test_decode_config_errors_name_the_setting():
