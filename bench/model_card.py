@@ -148,6 +148,20 @@ def _wall(extra: dict) -> str:
     return f"{seconds / 60:.0f} min on cpu" if seconds else "-"
 
 
+def _lineage(extra: dict) -> str:
+    """Who trained these weights; for a fine-tune, what it started from and what made that, back to the run from
+    random weights."""
+    if not (start := extra.get("init_from")):
+        return f"Trained by `{extra.get('command') or extra.get('training_command', '')}`"
+    trained = f"Fine-tuned by `{extra['command']}` ({_wall(extra)})"
+    while start:
+        made = "fine-tuned" if start.get("init_from") else "trained"
+        trained += (f", starting from `{start['path']}` as it was then (sha256 {start['sha256'][:12]}..., step "
+                    f"{start['step']}), which was {made} by `{start['command']}`")
+        start = start.get("init_from")
+    return trained
+
+
 def _checkpoint_rows(assets: Path) -> list[str]:
     rows = []
     for stem, what in CHECKPOINTS:
@@ -204,7 +218,7 @@ def render(assets: Path, results: dict) -> str:
         f"| images | {QUALITY_HEADER[0]} |", f"|---|{QUALITY_HEADER[1]}",
         *[f"| {r['label']} | {_quality_cells(r)} |" for r in results["floor"]], "",
         "## Transformer training", "",
-        f"`{tr.get('command', '')}` ({tr.get('hardware', '')}). Online distillation "
+        f"{_lineage(tr)}" + (f" ({tr['hardware']})" if tr.get("hardware") else "") + ". Online distillation "
         f"{'lambda 1 -> 0' if tc['distill'] else 'off (lambda 1)'} over {tc['steps']} steps, batch {tc['batch_size']}, "
         f"AdamW lr {tc['lr']} ({tc['warmup_steps']} warmup steps, cosine to {tc['min_lr_ratio']} of it), label smoothing "
         f"{tc['label_smoothing']}, EMA {tc['ema_decay']}. Validation masked-token cross-entropy at step {last['step']}: "
@@ -274,17 +288,8 @@ def _video_section(assets: Path) -> list[str]:
     if not (assets / "video_transformer.json").exists():
         return []
     _, cfg, extra = load_checkpoint(assets / "video_transformer")
-    if not (start := extra.get("init_from")):
-        trained = f"Trained by `{extra.get('command') or extra.get('training_command', '')}`"
-    else:  # a fine-tune: say what it started from, and what made that, back to the run from random weights
-        trained = f"Fine-tuned by `{extra['command']}` ({_wall(extra)})"
-        while start:
-            made = "fine-tuned" if start.get("init_from") else "trained"
-            trained += (f", starting from `{start['path']}` as it was then (sha256 {start['sha256'][:12]}..., step "
-                        f"{start['step']}), which was {made} by `{start['command']}`")
-            start = start.get("init_from")
     lines = ["## Video model", "", f"{_nested(cfg)}; {cfg['frames']} frames x 64 tokens. Clips: {extra['clips']}. "
-             f"{trained}. Tuned decoding: {extra.get('tuned_decoding')}.", ""]
+             f"{_lineage(extra)}. Tuned decoding: {extra.get('tuned_decoding')}.", ""]
     if (assets / "video_training_metrics.jsonl").exists():
         logged = [json.loads(line) for line in (assets / "video_training_metrics.jsonl").read_text().splitlines()]
         val = next((r for r in reversed(logged) if any(k.startswith("val_ce_") for k in r)), None)

@@ -40,6 +40,7 @@ nonneg_int = _bounded(int, 0)
 seed = _bounded(int, 0, SEED_MAX)
 nonneg_float = _bounded(float, 0)
 positive_float = _bounded(float, 0, strict=True)
+fraction = _bounded(float, 0, 1)
 
 
 def device(text: str) -> str:

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from core.cli_args import (IMAGE_SUFFIXES, add_runtime_args, add_tuning_grid, existing_dir, nonneg_float,
+from core.cli_args import (IMAGE_SUFFIXES, add_runtime_args, add_tuning_grid, existing_dir, fraction, nonneg_float,
                            output_file, output_file_of, parent_made, positive_int, seed, set_threads)
 from core.data import CLASS_NAMES
 
@@ -142,13 +142,18 @@ def cmd_tune(args, argv) -> None:
                          "n": row["n"]})
             print(f"cfg {w:4.2f} temperature {t:4.2f}: FD {row['fd']:8.3f}  label accuracy "
                   f"{row['label_accuracy']:.3f}  (n={row['n']})", flush=True)
-    best = min(rows, key=lambda r: r["fd"])
+    criterion = "lowest FD" + (f" with label accuracy >= {args.min_accuracy}" if args.min_accuracy else "")
+    eligible = [r for r in rows if r["label_accuracy"] >= args.min_accuracy]
+    if not eligible:
+        raise ValueError(f"--min-accuracy {args.min_accuracy}: no setting reaches it (best "
+                         f"{max(r['label_accuracy'] for r in rows):.3f}); lower it or add guidance values")
+    best = min(eligible, key=lambda r: r["fd"])
     chosen = {"cfg_scale": best["cfg_scale"], "temperature": best["temperature"]}
     if args.write:
         update_extra(pipe.assets / "transformer", {"tuned_decoding": chosen, "tuning": {
-            "criterion": "lowest FD", "schedule": config.plan.text, "stride": args.cache_stride,
+            "criterion": criterion, "schedule": config.plan.text, "stride": args.cache_stride,
             "seed": VALIDATION_SEED, "rows": rows, "command": "python -m core " + " ".join(argv)}})
-    print(f"best by FD: {chosen}" + (" (written to the checkpoint)" if args.write else ""))
+    print(f"best by {criterion}: {chosen}" + (" (written to the checkpoint)" if args.write else ""))
 
 
 def register(sub, subcommands: dict) -> None:
@@ -168,10 +173,14 @@ def register(sub, subcommands: dict) -> None:
     subcommands["evaluate"] = cmd_evaluate
 
     p = sub.add_parser("tune", conflict_handler="resolve",
-                       help="pick guidance scale and temperature with the lowest FD on validation seeds")
+                       help="pick guidance scale and temperature with the lowest FD on validation seeds (optionally at a "
+                            "label-accuracy floor)")
     add_decode_args(p)
     add_tuning_grid(p, "tune", [1.0, 2.0, 3.0, 4.0, 5.0], [0.7, 0.85, 1.0])
     p.add_argument("--n-per-class", type=positive_int, default=20)
     p.add_argument("--batch-size", type=positive_int, default=100)
+    p.add_argument("--min-accuracy", type=fraction, default=0.0,
+                   help="pick the lowest FD among settings whose label accuracy is at least this (0-1): FD alone "
+                        "rewards diversity, and a hot enough sampler buys it with samples that lose their class")
     p.add_argument("--write", action="store_true", help="record the choice in the transformer checkpoint")
     subcommands["tune"] = cmd_tune

@@ -57,3 +57,31 @@ def test_the_cli_needs_no_app_packages(tmp_path):
     proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, env=env,
                           timeout=120)
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+@pytest.mark.parametrize("floor, chosen", [(0.0, (1.0, 1.3)), (0.9, (3.0, 1.3)), (0.97, (3.0, 1.0))])
+def test_tune_picks_the_lowest_fd_at_the_accuracy_floor_on_validation_seeds(tmp_path, monkeypatch, floor, chosen):
+    import core.evaluate
+    from core.__main__ import main
+    from core.checkpoint import load_checkpoint
+    from tests.tiny_assets import make_tiny_assets
+
+    assets = make_tiny_assets(tmp_path / "assets")
+    scores = {(1.0, 1.0): (150, 0.85), (1.0, 1.3): (100, 0.80), (3.0, 1.0): (160, 0.98), (3.0, 1.3): (120, 0.93)}
+    seeds = set()
+
+    def fake_evaluate(pipe, config, n_per_class, batch_size):
+        seeds.add(config.seed)
+        fd, accuracy = scores[(config.cfg_scale, config.temperature)]
+        return {"fd": fd, "label_accuracy": accuracy, "n": 10 * n_per_class}
+
+    monkeypatch.setattr(core.evaluate, "evaluate", fake_evaluate)
+    args = ["tune", "--assets", str(assets), "--device", "cpu", "--cfg-values", "1", "3", "--temperatures", "1",
+            "1.3", "--n-per-class", "2", "--write"]
+    assert main(args + (["--min-accuracy", str(floor)] if floor else [])) == 0
+    extra = load_checkpoint(assets / "transformer")[2]
+    assert (extra["tuned_decoding"]["cfg_scale"], extra["tuned_decoding"]["temperature"]) == chosen
+    assert len(extra["tuning"]["rows"]) == 4 and seeds == {core.evaluate.VALIDATION_SEED}
+    assert ("label accuracy >=" in extra["tuning"]["criterion"]) == bool(floor)
+    assert main(args + ["--min-accuracy", "0.99"]) == 1  # no setting reaches it: an error, nothing written
+    assert load_checkpoint(assets / "transformer")[2]["tuned_decoding"] == extra["tuned_decoding"]

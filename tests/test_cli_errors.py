@@ -89,6 +89,7 @@ CASES = [
     (["tune", "--temperature", "0.5"], "--temperature"),
     (["tune", "--cfg-values", "-1"], "--cfg-values"),
     (["tune", "--cfg-values", "1", "inf"], "--cfg-values"),
+    (["tune", "--min-accuracy", "1.5"], "--min-accuracy"),
     (["sweep", "--strides", "0"], "cache_stride"),
     (["sweep", "--markdown", "missing.csv"], "--markdown"),
     (["sweep", "--markdown", "."], "--markdown"),
