@@ -230,7 +230,7 @@ def render(assets: Path, results: dict) -> str:
         f"for every row), {meta['steps']} steps, guidance {meta['cfg_scale']}, temperature {meta['temperature']}, "
         f"choice temperature {meta['choice_temperature']}; 95 % bootstrap intervals. FD and KID are to the 10k test "
         f"images; FD is biased upward at small n, so compare rows, not papers. Measured {meta['date']}. Wall is the "
-        "generation time summed over the batches, one CPU thread, scoring excluded.", "",
+        "generation time summed over the batches on the machine named above, scoring excluded.", "",
         f"| setting | schedule | stride | GFLOPs/image | fewer FLOPs | {QUALITY_HEADER[0]} | wall |",
         f"|---|---|---|---:|---:|{QUALITY_HEADER[1]}---:|",
         *[f"| {r['label']} | `{r['schedule']}` | {r['stride']} | {r['gflops_per_image']:.2f} | {r['flops_ratio']:.2f}x | "
