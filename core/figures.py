@@ -155,14 +155,15 @@ def sweep_figure(rows: list[dict], metric: str = "fd") -> go.Figure:
             name=f"stride {stride}", marker=dict(size=9), hoverinfo="text",
             hovertext=[f"<b>{r['name']}</b> · {r['schedule']} · stride {r['stride']}<br>"
                        f"{r['gflops_per_image']:.3f} GFLOPs/image ({r['flops_ratio']:.2f}x fewer)<br>"
-                       + " · ".join(f"{k} {r[k]:.3f}" for k in METRICS if r.get(k) is not None)
+                       + " · ".join(f"{k} {r[k]:.3f}" for k in dict.fromkeys([metric, *METRICS])
+                                    if r.get(k) is not None)
                        + f" · n={r['n']}" for r in sel])
     best = sorted((r for r, f in zip(rows, front) if f), key=lambda r: r["gflops_per_image"])
     fig.add_scatter(x=[r["gflops_per_image"] for r in best], y=[r[metric] for r in best], name="Pareto front",
                     mode="lines+markers", line=dict(color="crimson", width=2, shape="hv" if not higher else "vh"),
                     marker=dict(size=15, color="rgba(0,0,0,0)", line=dict(color="crimson", width=2)),
                     hoverinfo="skip")
-    fig.update_layout(title=f"{title} vs compute", xaxis=dict(title="GFLOPs per image"), yaxis=dict(title=metric),
+    fig.update_layout(title=f"{title} vs compute", xaxis=dict(title="GFLOPs per image"), yaxis=dict(title=title),
                       height=480, margin=dict(t=50), hovermode="closest")
     return fig
 

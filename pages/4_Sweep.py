@@ -65,7 +65,8 @@ def _results(rows: list[dict], source: str, tag: str) -> None:
     asked = ss.get(P + "strides") or strides
     if not set(asked) <= set(strides):  # a link's strides this sweep lacks: keep the others, say which went
         dropped = [s for s in asked if s not in strides]
-        st.warning(f"Cache strides {', '.join(d[:20] for d in dropped)} are not in this sweep (it has "
+        st.warning(f"Cache stride{'s' if len(dropped) > 1 else ''} {', '.join(d[:20] for d in dropped)} "
+                   f"{'are' if len(dropped) > 1 else 'is'} not in this sweep (it has "
                    f"{', '.join(strides)}); showing the others.")
         asked = [s for s in asked if s in strides] or strides
     ss[P + "strides"] = asked
@@ -78,8 +79,9 @@ def _results(rows: list[dict], source: str, tag: str) -> None:
         return
     st.plotly_chart(sweep_figure(shown, key), key=f"{P}figure_{tag}")
     table = _table(shown, key)
-    st.caption(f"{int(table['pareto'].sum())} of {len(shown)} settings are on the Pareto front of {METRICS[metric][0]} "
-               "vs GFLOPs (no other setting is both cheaper and better).")
+    quality = METRICS[metric][0] + (" in the MLP evaluator" if evaluator else "")
+    st.caption(f"{int(table['pareto'].sum())} of {len(shown)} settings are on the Pareto front of {quality} vs GFLOPs "
+               "(no other setting is both cheaper and better).")
     st.dataframe(table, hide_index=True, key=f"{P}table_{tag}")
     st.download_button("Download CSV", pd.DataFrame(rows, columns=list(CSV_FIELDS)).to_csv(index=False),
                        "sweep.csv", "text/csv", key=f"{P}download_{tag}")

@@ -5,6 +5,7 @@ Runs the shipped model (assets/ or MAGNETS_ASSETS); batches are a few images so 
 minute on a 2-core CPU."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -224,8 +225,10 @@ def test_sweep_draws_every_metric_of_the_second_evaluator(metric, monkeypatch):
     at = ok(AppTest.from_file(SWEEP, default_timeout=60).run())
     at.selectbox(key="swp_metric").select(metric).run()
     at = ok(at.selectbox(key="swp_evaluator").select("mlp_").run())
-    figure = at.get("plotly_chart")[0].proto.spec
-    assert "MLP evaluator" in figure and not at.warning
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert "MLP evaluator" in figure["layout"]["yaxis"]["title"]["text"] and not at.warning
+    assert f"mlp_{metric}" in figure["data"][0]["hovertext"][0]  # the plotted value, in every point's hover
+    assert any("in the MLP evaluator vs GFLOPs" in c.value for c in at.caption)
 
 
 def _sweep_page_of(path: Path, text: str, monkeypatch) -> AppTest:
@@ -254,7 +257,7 @@ def test_sweep_link_values_are_kept_or_reported(sweep_csv):
     at = ok(at.run())
     warnings = " ".join(w.value for w in at.warning)
     assert "metric='sharpness'" in warnings and "evaluator='human'" in warnings, warnings
-    assert "strides 3 are not in this sweep" in warnings, warnings
+    assert "stride 3 is not in this sweep" in warnings, warnings
     assert at.multiselect(key="swp_strides").value == ["never"]  # the link's valid stride kept
 
 
