@@ -36,9 +36,8 @@ class QuerySettings:
         message per rejected value (a hand-edited link must not crash the page). Returns (settings, messages)."""
         out, errors = defaults or cls(), []
         names = [f.name for f in fields(cls)]
-        for name in params:
-            if name not in names:
-                errors.append(f"URL parameter {name[:40]} ignored: the page reads only {', '.join(names)}")
+        errors += [ignored(name, None, f"the page reads only {', '.join(names)}") for name in params
+                   if name not in names]
         for name in names:
             if name not in params:
                 continue
@@ -46,7 +45,7 @@ class QuerySettings:
             try:
                 value = _check(name, type(getattr(out, name))(raw), cls.choices, cls.limits)
             except (TypeError, ValueError) as exc:
-                errors.append(f"URL parameter {name}={raw[:40]!r} ignored: {str(exc)[:300]}")
+                errors.append(ignored(name, raw, str(exc)))
                 continue
             out = replace(out, **{name: value})
         return out, errors
@@ -110,6 +109,13 @@ class VideoSettings(QuerySettings):
 
     def labels(self) -> list[int]:
         return [CLASS_NAMES.index(self.cls)] * self.n
+
+
+def ignored(name: str, raw: str | None, why: str) -> str:
+    """The warning for a link's parameter a page cannot use (`raw` None: the parameter itself); a long value, a
+    pasted wall of text, is cut short."""
+    shown = name[:40] if raw is None else f"{name}={raw[:40]!r}"
+    return f"URL parameter {shown} ignored: {why[:300]}"
 
 
 def _check(name: str, value, choices: dict = CHOICES, limits: dict = LIMITS):

@@ -173,8 +173,8 @@ def register(sub, subcommands: dict) -> None:
     subcommands["evaluate"] = cmd_evaluate
 
     p = sub.add_parser("tune", conflict_handler="resolve",
-                       help="pick guidance scale and temperature with the lowest FD on validation seeds (optionally at a "
-                            "label-accuracy floor)")
+                       help="pick guidance scale and temperature with the lowest FD on validation seeds "
+                            "(optionally at a label-accuracy floor)")
     add_decode_args(p)
     add_tuning_grid(p, "tune", [1.0, 2.0, 3.0, 4.0, 5.0], [0.7, 0.85, 1.0])
     p.add_argument("--n-per-class", type=positive_int, default=20)

@@ -136,11 +136,9 @@ def sweep_figure(rows: list[dict], metric: str = "fd") -> go.Figure:
     """Quality vs GFLOPs per image, one colour per cache stride, the Pareto front drawn. Every point says what it
     is on hover (labels drawn on the chart pile up), and carries a 95 % bootstrap interval as an error bar where
     the row has one (`<metric>_lo` / `<metric>_hi`)."""
-    from core.sweep import METRICS, pareto_front
+    from core.sweep import METRICS, metric_info, pareto_front
 
-    title, higher = METRICS[metric.removeprefix("mlp_")]  # mlp_fd: the second evaluator's FD
-    if metric.startswith("mlp_"):
-        title = title.replace(" (", " in the MLP evaluator (", 1)
+    title, higher = metric_info(metric)
     front = pareto_front(rows, y=metric, higher_y_better=higher)
     fig = go.Figure()
     for stride in dict.fromkeys(r["stride"] for r in rows):

@@ -98,14 +98,15 @@ def parse_schedule(text: str, steps: int | None = None, sizes=DEFAULT_SIZES) -> 
         m = _RUN.match(part.strip())
         if not m:
             raise ValueError(f"schedule part {part.strip()!r} is not of the form SIZE or SIZE*COUNT (e.g. 'M*3')")
-        name, digits = m.group(1).upper(), m.group(2) or "1"
+        name, digits = m.group(1).upper(), (m.group(2) or "1").lstrip("0") or "0"
         if name not in sizes:
             raise ValueError(f"schedule part {part.strip()[:40]!r}: unknown size {name[:20]!r}; sizes: "
                              f"{', '.join(sizes)}")
-        count = int(digits[:5])
+        # A count longer than MAX_STEPS's digits is over it: never convert (or expand) a wall of digits.
+        count = int(digits) if len(digits) <= len(str(MAX_STEPS)) else MAX_STEPS + 1
         if count < 1:
             raise ValueError(f"schedule part {part.strip()!r}: the count must be >= 1")
-        if len(digits) > 5 or len(out) + count > MAX_STEPS:
+        if len(out) + count > MAX_STEPS:
             raise ValueError(f"schedule {text[:60]!r} has more than {MAX_STEPS} steps: no decode takes that many; "
                              "the counts must sum to the step count (e.g. 12)")
         out.extend([name] * count)

@@ -245,6 +245,16 @@ def markdown_table(rows: list[dict]) -> str:
 METRICS = {"fd": ("FD to the test set (lower is better)", False),
            "kid": ("KID to the test set (lower is better)", False),
            "label_accuracy": ("label accuracy (higher is better)", True)}
+
+
+def metric_info(column: str) -> tuple[str, bool]:
+    """(title, higher is better) of a quality column, the second evaluator's (`mlp_fd`, ...) included."""
+    title, higher = METRICS[column.removeprefix("mlp_")]
+    if column.startswith("mlp_"):
+        title = title.replace(" (", " in the MLP evaluator (", 1)
+    return title, higher
+
+
 # Human names for the CSV's columns (the app's tables).
 COLUMN_NAMES = {"name": "setting", "schedule": "schedule", "stride": "cache stride",
                 "gflops_per_image": "GFLOPs / image", "baseline_gflops_per_image": "baseline GFLOPs / image",

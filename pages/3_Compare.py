@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import streamlit as st
 
-from core.app_settings import LIMITS, sizes_small_to_large, stride_choices
+from core.app_settings import LIMITS, ignored, sizes_small_to_large, stride_choices
 from core.cache import format_stride, parse_stride
 from core.compare import diff_overlay, run_setting, summary_rows, token_diff
 from core.data import CLASS_NAMES
@@ -47,12 +47,12 @@ if P + "init" not in ss:
         try:
             value = cast(q[name])
         except ValueError:
-            warn.append(f"URL parameter {name}={q[name][:40]!r} ignored: not a number")
+            warn.append(ignored(name, q[name], "not a number"))
             return default
         if choices is not None and value not in choices:
-            warn.append(f"URL parameter {name}={q[name][:40]!r} ignored: choose one of {', '.join(choices)}")
+            warn.append(ignored(name, q[name], f"choose one of {', '.join(choices)}"))
         elif limits is not None and not limits[0] <= value <= limits[1]:
-            warn.append(f"URL parameter {name}={q[name][:40]!r} ignored: must be in {limits[0]}..{limits[1]}")
+            warn.append(ignored(name, q[name], f"must be in {limits[0]}..{limits[1]}"))
         else:
             return value
         return default
@@ -66,13 +66,13 @@ if P + "init" not in ss:
     linked = []
     for name in sorted((k for k in q if re.fullmatch(r"s\d+", k)), key=lambda k: int(k[1:])):
         if "@" not in q[name]:
-            warn.append(f"URL parameter {name}={q[name][:40]!r} ignored: give schedule@stride, e.g. magnets@never")
+            warn.append(ignored(name, q[name], "give schedule@stride, e.g. magnets@never"))
         elif len(linked) == 4:
-            warn.append(f"URL parameter {name}={q[name][:40]!r} ignored: the page compares at most 4 settings")
+            warn.append(ignored(name, q[name], "the page compares at most 4 settings"))
         else:
             linked.append((name, *q[name].rsplit("@", 1)))
     if len(linked) == 1:
-        warn.append(f"URL parameter {linked[0][0]} ignored: a comparison needs 2 to 4 settings; showing the defaults")
+        warn.append(ignored(linked[0][0], None, "a comparison needs 2 to 4 settings; showing the defaults"))
     ss[P + "count"] = len(linked) if len(linked) >= 2 else 3
     for i, (name, schedule, stride) in enumerate(linked if len(linked) >= 2 else [("", *d) for d in DEFAULTS]):
         ss[P + f"schedule_{i}"] = schedule

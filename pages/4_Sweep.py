@@ -8,11 +8,12 @@ import pandas as pd
 import streamlit as st
 
 from core import jobs
+from core.app_settings import ignored
 from core.figures import sweep_figure
 from core.schedule import PRESETS
 from core.search import resolve_budget, run_search
-from core.sweep import (COLUMN_NAMES, CSV_FIELDS, DEFAULT_STRIDES, METRICS, pareto_front, read_rows, run_sweep,
-                        sweep_csv_path, sweep_items)
+from core.sweep import (COLUMN_NAMES, CSV_FIELDS, DEFAULT_STRIDES, METRICS, metric_info, pareto_front, read_rows,
+                        run_sweep, sweep_csv_path, sweep_items)
 from pages._widgets import device_caption, load_pipeline, page_setup
 from pages._widgets.jobs import job_panel
 
@@ -32,8 +33,7 @@ if P + "init" not in ss:
     for name, choices, default in (("metric", METRICS, "fd"), ("evaluator", EVALUATORS, "")):
         ss[P + name] = q.get(name, default)
         if ss[P + name] not in choices:
-            ss[P + "link_errors"].append(f"URL parameter {name}={q[name][:40]!r} ignored: choose one of "
-                                         f"{', '.join(repr(c) for c in choices)}")
+            ss[P + "link_errors"].append(ignored(name, q[name], f"choose one of {', '.join(map(repr, choices))}"))
             ss[P + name] = default
     ss[P + "strides"] = [s for s in q.get("strides", "").split(",") if s] or None
     ss[P + "init"] = True
@@ -48,7 +48,7 @@ def _precomputed(path: str, mtime: float) -> list[dict]:  # mtime: a rewritten C
 
 def _table(rows: list[dict], metric: str) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=list(CSV_FIELDS)).dropna(axis=1, how="all")
-    table.insert(0, "pareto", pareto_front(rows, y=metric, higher_y_better=METRICS[metric.removeprefix("mlp_")][1]))
+    table.insert(0, "pareto", pareto_front(rows, y=metric, higher_y_better=metric_info(metric)[1]))
     return table.rename(columns=COLUMN_NAMES)
 
 
