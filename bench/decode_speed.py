@@ -3,6 +3,7 @@ size changes), against their analytic FLOPs, for each way of running a decode:
 
 - records: `generate`, one StepRecord per step (what the app and `sample` use);
 - static: `fast_generate`, the same steps on preallocated buffers without per-step records;
+- static+bf16: the same with bfloat16 matrix products (autocast; fast on CPUs with AMX, as on GPUs);
 - graph / graph+bf16 (CUDA only): the static decode captured once as a CUDA graph and replayed, in float32 or
   with bfloat16 matrix products.
 
@@ -11,6 +12,7 @@ round-robin in one process so that machine noise hits them alike; quote medians 
 
     python bench/decode_speed.py                        # writes bench/results/decode_speed.{json,md}
     python bench/decode_speed.py --whole-process 256    # also time `python -m core sample --n 256`, start to exit
+    python bench/decode_speed.py --paths records static static+bf16 --whole-process 256 --whole-process-bf16
     python bench/decode_speed.py --device cuda --batches 1 64 256 1024 4096 --out bench/results/decode_speed_gpu
 """
 from __future__ import annotations
@@ -71,13 +73,14 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--cfg", type=float, default=2.0, help="guidance scale (2 passes when != 1), as the tuned "
                     "model decodes")
-    ap.add_argument("--paths", nargs="+", default=None, help="records, static, graph, graph+bf16 (default: those "
-                    "the device has)")
+    ap.add_argument("--paths", nargs="+", default=None, help="records, static, static+bf16, graph, graph+bf16 "
+                    "(default: records and static, and on CUDA the graph paths)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "decode_speed"))
     ap.add_argument("--whole-process", type=int, default=0, metavar="N",
                     help="also time `python -m core sample --n N` (shipped model, tuned guidance) start to exit")
+    ap.add_argument("--whole-process-bf16", action="store_true", help="time that process with --bf16 too")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -142,19 +145,23 @@ def whole_process(args) -> dict:
     import subprocess
     import tempfile
 
-    times = {name: [] for name, _ in SETTINGS}
+    variants = [("", [])] + ([("+bf16", ["--bf16"])] if args.whole_process_bf16 else [])
+    times = {name + suffix: [] for suffix, _ in variants for name, _ in SETTINGS}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):
-            for name, stride in SETTINGS:
-                cmd = [sys.executable, "-m", "core", "sample", "--n", str(args.whole_process), "--schedule", name,
-                       "--cache-stride", "never" if stride is None else str(stride), "--threads", str(args.threads),
-                       "--device", args.device, "--out", f"{tmp}/{name}.npz"]
-                t0 = time.perf_counter()
-                subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1], capture_output=True)
-                times[name].append(time.perf_counter() - t0)
-                print(f"sample --n {args.whole_process} {name}: {times[name][-1]:.1f} s", flush=True)
+            for suffix, flags in variants:
+                for name, stride in SETTINGS:
+                    cmd = [sys.executable, "-m", "core", "sample", "--n", str(args.whole_process), "--schedule", name,
+                           "--cache-stride", "never" if stride is None else str(stride), "--threads",
+                           str(args.threads), "--device", args.device, "--out", f"{tmp}/{name}.npz", *flags]
+                    t0 = time.perf_counter()
+                    subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1], capture_output=True)
+                    times[name + suffix].append(time.perf_counter() - t0)
+                    print(f"sample --n {args.whole_process} {name}{suffix}: {times[name + suffix][-1]:.1f} s",
+                          flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"n": args.whole_process, "times_s": times, "median_s": med, "speedup": med["baseline"] / med["magnets"]}
+    return {"n": args.whole_process, "times_s": times, "median_s": med, "speedup": med["baseline"] / med["magnets"],
+            **({"speedup_bf16": med["baseline+bf16"] / med["magnets+bf16"]} if args.whole_process_bf16 else {})}
 
 
 def write(out: Path, args, rows: list[dict], agreement: dict, process: dict | None = None) -> None:
@@ -182,6 +189,9 @@ def write(out: Path, args, rows: list[dict], agreement: dict, process: dict | No
         lines += ["", f"Whole process, `python -m core sample --n {process['n']}` with the shipped model and its tuned "
                   f"guidance, launch to exit (median of {args.repeats}): baseline {m['baseline']:.1f} s, magnets @ never "
                   f"{m['magnets']:.1f} s: **{process['speedup']:.2f}x faster**."]
+        if "speedup_bf16" in process:
+            lines += ["", f"With `--bf16`: baseline {m['baseline+bf16']:.1f} s, magnets @ never "
+                      f"{m['magnets+bf16']:.1f} s: {process['speedup_bf16']:.2f}x."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

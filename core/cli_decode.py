@@ -81,7 +81,7 @@ def prepare(args):
     from core.pipeline import Pipeline
 
     settings = decode_settings(args)
-    pipe = Pipeline.load(args.assets, args.device)
+    pipe = Pipeline.load(args.assets, args.device, bf16=vars(args).get("bf16", False))
     return pipe, pipe.default_config(**settings)
 
 
@@ -99,11 +99,12 @@ def cmd_sample(args, argv) -> None:
         labels = [parse_class(args.class_)] * args.n
     pipe, config = prepare(args)
     t0 = time.perf_counter()
-    result = pipe.generate(config, labels)
+    result = pipe.sample(config, labels, args.batch_size)
     images = pipe.images(result.tokens)
     if args.out:
         np.savez_compressed(parent_made(args.out), images=images, labels=np.array([-1 if y is None else y for y in labels]),
-                            tokens=result.tokens, trace=np.array(trace_json(config, result.records)))
+                            tokens=result.tokens, trace=np.array(trace_json(config, result.records,
+                                                                            extra={"bf16": pipe.bf16})))
     if args.grid:
         save_grid(images, parent_made(args.grid), ncols=min(args.n, 10))
     print(f"{args.n} images, {config.describe()}: {result.total_flops / 1e9:.2f} GFLOPs/image "
@@ -156,13 +157,22 @@ def cmd_tune(args, argv) -> None:
     print(f"best by {criterion}: {chosen}" + (" (written to the checkpoint)" if args.write else ""))
 
 
+def add_bf16_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bf16", action="store_true", help="bfloat16 matrix products: several times faster on GPUs and on "
+                   "CPUs with AMX (Intel Xeon 4th generation and later), slower on other CPUs; the samples differ "
+                   "from float32's (quality measured in the README)")
+
+
 def register(sub, subcommands: dict) -> None:
     p = sub.add_parser("sample", help="generate images with a schedule; write .npz (images, labels, trace)")
     add_decode_args(p)
     p.add_argument("--class", dest="class_", default="all", help="class index or name, 'all' (cycle) or 'none'")
     p.add_argument("--n", type=positive_int, default=10)
+    p.add_argument("--batch-size", type=positive_int, default=None, help="images decoded at once; batch b uses "
+                   "seed + b (default: 32 on a CPU, where larger batches run slower per image; 1024 on a GPU)")
     p.add_argument("--out", type=output_file_of(".npz"), default=None, help="FILE.npz")
     p.add_argument("--grid", type=output_file_of(*IMAGE_SUFFIXES), default=None, help="FILE.png")
+    add_bf16_arg(p)
     subcommands["sample"] = cmd_sample
 
     p = sub.add_parser("evaluate", help="label accuracy, FD, GFLOPs and wall time of a schedule")
@@ -170,6 +180,7 @@ def register(sub, subcommands: dict) -> None:
     p.add_argument("--n-per-class", type=positive_int, default=100)
     p.add_argument("--batch-size", type=positive_int, default=100)
     p.add_argument("--json", type=output_file, default=None, help="also write the result here")
+    add_bf16_arg(p)
     subcommands["evaluate"] = cmd_evaluate
 
     p = sub.add_parser("tune", conflict_handler="resolve",

@@ -182,6 +182,21 @@ class DecodeResult:
     def wall_time(self) -> float:
         return sum(r.wall_time for r in self.records)
 
+    @classmethod
+    def join(cls, parts: list["DecodeResult"]) -> "DecodeResult":
+        """One result for batches decoded one after another with the same config: samples concatenated in
+        order, each step's wall time summed (per-image FLOPs are the same in every batch). Drift is per batch
+        and is not joined."""
+        if len(parts) == 1:
+            return parts[0]
+        records = []
+        for steps in zip(*(p.records for p in parts)):
+            first = steps[0]
+            arrays = {f: np.concatenate([getattr(r, f) for r in steps])
+                      for f in ("tokens", "predicted", "committed", "computed", "confidence")}
+            records.append(replace(first, **arrays, wall_time=sum(r.wall_time for r in steps), drift=None))
+        return cls(np.concatenate([p.tokens for p in parts]), records)
+
     def committed_by(self) -> np.ndarray:
         """(B, seq_len) index of the step that committed each token (-1: prefix, never generated)."""
         out = np.full(self.tokens.shape, -1, dtype=np.int64)

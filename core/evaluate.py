@@ -103,4 +103,4 @@ def evaluate(pipe: Pipeline, config: DecodeConfig, n_per_class: int = 100, batch
     images, cost = merge_shards(shards, len(labels))
     quality = pipe.score(images, labels, intervals=True)
     return {"schedule": config.plan.text, "stride": format_stride(config.cache_stride), **cost, **quality,
-            "batch_size": batch_size, "config": asdict(config)}
+            "batch_size": batch_size, "bf16": pipe.bf16, "config": asdict(config)}

@@ -5,7 +5,7 @@ The CLI, the app and the benchmarks all go through `Pipeline`, so they decode, s
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,12 @@ ASSETS = Path(os.environ.get("MAGNETS_ASSETS", Path(__file__).resolve().parents[
 
 STATS = Path(DEFAULT_STATS).name  # the main evaluator's reference statistics
 SECOND, SECOND_KIND = "evaluator_mlp", "mlp"  # the differently built evaluator (core.evaluator), if shipped
+
+
+# Images per decode batch when `sample` makes many. On a CPU, batches beyond about 32 run slower per image (the
+# K/V cache and activations spill out of the processor's caches: bench/results/sample_batch.md), and the small
+# sub-models suffer most; a GPU wants large batches to fill it.
+SAMPLE_BATCH = {"cpu": 32, "cuda": 1024}
 
 
 def default_device() -> str:
@@ -70,9 +76,10 @@ class Pipeline:
     card: dict = field(default_factory=dict)  # the transformer checkpoint's recorded extra
     reference: Reference | None = field(default=None, repr=False)  # the evaluator's view of the 10k test images
     second: tuple[FashionCNN, Reference] | None = field(default=None, repr=False)  # the differently built evaluator
+    bf16: bool = False  # decode with bfloat16 matrix products (autocast); sampling stays float32
 
     @classmethod
-    def load(cls, assets: str | Path | None = None, device: str | None = None) -> "Pipeline":
+    def load(cls, assets: str | Path | None = None, device: str | None = None, bf16: bool = False) -> "Pipeline":
         """Every load is verified against assets/MANIFEST.json (a corrupt file raises CheckpointError)."""
         assets = Path(assets or ASSETS)
         device = device or default_device()
@@ -82,7 +89,7 @@ class Pipeline:
             second = (load_evaluator(assets / SECOND), Reference.load(assets / f"{STATS}_{SECOND_KIND}"))
         return cls(model=model, tokenizer=load_tokenizer(assets / "tokenizer").to(device),
                    evaluator=load_evaluator(assets / "evaluator"), device=device, assets=assets, card=card,
-                   reference=Reference.load(assets / STATS), second=second)
+                   reference=Reference.load(assets / STATS), second=second, bf16=bf16)
 
     def tuned(self) -> dict:
         """Decoding settings chosen for this checkpoint by `python -m core tune` (guidance scale, temperature)."""
@@ -100,7 +107,18 @@ class Pipeline:
         return crop28(self.tokenizer.decode(t).cpu())
 
     def generate(self, config: DecodeConfig, labels, **kwargs) -> DecodeResult:
-        return generate(self.model, config, labels, **kwargs)
+        with torch.autocast(torch.device(self.device).type, torch.bfloat16, enabled=self.bf16):
+            return generate(self.model, config, labels, **kwargs)
+
+    def sample(self, config: DecodeConfig, labels, batch_size: int | None = None) -> DecodeResult:
+        """`generate` in batches of `batch_size` (default: SAMPLE_BATCH for the device), batch b with seed
+        config.seed + b, as `core.evaluate` seeds its batches; up to one batch, the same as `generate`."""
+        batch_size = batch_size or SAMPLE_BATCH.get(torch.device(self.device).type, SAMPLE_BATCH["cpu"])
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        labels = list(labels)
+        return DecodeResult.join([self.generate(replace(config, seed=config.seed + b), labels[start:start + batch_size])
+                                  for b, start in enumerate(range(0, len(labels), batch_size))])
 
     def class_probs(self, images: np.ndarray) -> np.ndarray:
         return class_probs(self.evaluator, images)

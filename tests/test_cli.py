@@ -85,3 +85,41 @@ def test_tune_picks_the_lowest_fd_at_the_accuracy_floor_on_validation_seeds(tmp_
     assert ("label accuracy >=" in extra["tuning"]["criterion"]) == bool(floor)
     assert main(args + ["--min-accuracy", "0.99"]) == 1  # no setting reaches it: an error, nothing written
     assert load_checkpoint(assets / "transformer")[2]["tuned_decoding"] == extra["tuned_decoding"]
+
+
+def test_sample_decodes_in_batches_seeded_like_evaluate(tmp_path):
+    """`sample --batch-size b`: batch i is the decode `--n b --seed S+i` would give, joined in order, and the
+    trace covers every image (one per-image cost, wall times summed)."""
+    from core.__main__ import main
+    from tests.tiny_assets import make_tiny_assets
+
+    assets = make_tiny_assets(tmp_path / "assets")
+    common = ["--assets", str(assets), "--device", "cpu", "--class", "3", "--steps", "4", "--schedule", "S*2,L*2"]
+
+    def sample(name, *args):
+        assert main(["sample", *common, *args, "--out", str(tmp_path / name)]) == 0
+        return np.load(tmp_path / name, allow_pickle=False)
+
+    joined = sample("joined.npz", "--n", "5", "--batch-size", "2", "--seed", "7")
+    parts = [sample(f"part{i}.npz", "--n", str(n), "--seed", str(7 + i)) for i, n in enumerate((2, 2, 1))]
+    assert np.array_equal(joined["tokens"], np.concatenate([p["tokens"] for p in parts]))
+    assert np.array_equal(joined["images"], np.concatenate([p["images"] for p in parts]))
+    whole = sample("whole.npz", "--n", "5", "--seed", "7")
+    assert not np.array_equal(whole["tokens"], joined["tokens"])  # the knob changes which seeds draw which image
+    trace, first = json.loads(str(joined["trace"])), json.loads(str(parts[0]["trace"]))
+    assert trace["total_flops"] == first["total_flops"] and len(trace["steps"]) == 4
+
+
+@needs_model
+def test_sample_bf16_changes_the_arithmetic_and_says_so(tmp_path):
+    common = ["sample", "--class", "all", "--n", "4", "--schedule", "magnets", "--seed", "3"]
+    runs = {}
+    for name, flags in (("fp32", []), ("bf16", ["--bf16"])):
+        proc = run_cli(*common, *flags, "--out", str(tmp_path / f"{name}.npz"))
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = np.load(tmp_path / f"{name}.npz", allow_pickle=False)
+    assert json.loads(str(runs["bf16"]["trace"]))["bf16"] is True
+    assert json.loads(str(runs["fp32"]["trace"]))["bf16"] is False
+    agree = (runs["bf16"]["tokens"] == runs["fp32"]["tokens"]).mean()
+    assert 0.5 < agree < 1.0  # the same model, decoded with other rounding
+    assert runs["bf16"]["images"].std() > 10
