@@ -7,13 +7,13 @@ in which images were asked for. Batch b of a run uses seed `seed + b`, whoever g
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from core.cache import format_stride
-from core.decode import DecodeConfig
+from core.decode import DecodeConfig, seeded_batches
 from core.pipeline import Pipeline
 
 
@@ -56,16 +56,13 @@ class Shard:
 def sample_shard(pipe: Pipeline, config: DecodeConfig, labels: list[int], batch_size: int = 100,
                  ranks: Ranks = Ranks(), progress=None) -> Shard:
     """Generate the batches b with b % world == rank. progress(done, total) counts this rank's images."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    starts = list(range(0, len(labels), batch_size))[ranks.rank::ranks.world]
-    total = sum(len(labels[s:s + batch_size]) for s in starts)
+    mine = list(seeded_batches(config, len(labels), batch_size))[ranks.rank::ranks.world]
+    total = sum(stop - start for _, start, stop, _ in mine)
     shard, done = Shard(), 0
-    for start in starts:
-        b = start // batch_size
-        chunk = labels[start:start + batch_size]
+    for b, start, stop, config_b in mine:
+        chunk = labels[start:stop]
         t0 = time.perf_counter()
-        result = pipe.generate(replace(config, seed=config.seed + b), chunk)
+        result = pipe.generate(config_b, chunk)
         shard.wall += time.perf_counter() - t0
         shard.images[b] = pipe.images(result.tokens)
         shard.flops += result.total_flops * len(chunk)

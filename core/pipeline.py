@@ -5,7 +5,7 @@ The CLI, the app and the benchmarks all go through `Pipeline`, so they decode, s
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ import torch
 
 from core.checkpoint import CheckpointError, fix_hint, load_module
 from core.data import crop28
-from core.decode import DecodeConfig, DecodeResult, generate
+from core.decode import DecodeConfig, DecodeResult, generate, seeded_batches
 from core.evaluator import FashionCNN, load_evaluator
 from core.metrics import DEFAULT_STATS, class_probs, features
 from core.quality import Reference, Scored
@@ -114,11 +114,9 @@ class Pipeline:
         """`generate` in batches of `batch_size` (default: SAMPLE_BATCH for the device), batch b with seed
         config.seed + b, as `core.evaluate` seeds its batches; up to one batch, the same as `generate`."""
         batch_size = batch_size or SAMPLE_BATCH.get(torch.device(self.device).type, SAMPLE_BATCH["cpu"])
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         labels = list(labels)
-        return DecodeResult.join([self.generate(replace(config, seed=config.seed + b), labels[start:start + batch_size])
-                                  for b, start in enumerate(range(0, len(labels), batch_size))])
+        return DecodeResult.join([self.generate(config_b, labels[start:stop])
+                                  for _, start, stop, config_b in seeded_batches(config, len(labels), batch_size)])
 
     def class_probs(self, images: np.ndarray) -> np.ndarray:
         return class_probs(self.evaluator, images)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from core.cache import format_stride
-from core.decode import DecodeConfig, generate
+from core.decode import DecodeConfig, generate, seeded_batches
 from core.evaluate import balanced_labels
 from core.quality import Scored, paired_difference
 
@@ -52,9 +52,9 @@ class Samples:
 def sample(pipe, model, config: DecodeConfig, name: str, n_per_class: int, batch_size: int) -> Samples:
     labels = balanced_labels(n_per_class, model.cfg.num_classes)
     images, flops, baseline, t0 = [], 0, 0, time.perf_counter()
-    for b, start in enumerate(range(0, len(labels), batch_size)):
-        chunk = labels[start:start + batch_size]
-        result = generate(model, replace(config, seed=config.seed + b), chunk)
+    for _, start, stop, config_b in seeded_batches(config, len(labels), batch_size):
+        chunk = labels[start:stop]
+        result = generate(model, config_b, chunk)
         images.append(pipe.images(result.tokens))
         flops += result.total_flops * len(chunk)
         baseline += result.baseline_flops * len(chunk)

@@ -18,7 +18,7 @@ import torch
 from core.cache import format_stride
 from core.checkpoint import CheckpointError, fix_hint
 from core.data import load_fashion_mnist
-from core.decode import DecodeConfig, DecodeResult, generate
+from core.decode import DecodeConfig, DecodeResult, generate, seeded_batches
 from core.evaluate import VALIDATION_SEED
 from core.evaluator import FashionCNN, load_evaluator
 from core.metrics import class_probs
@@ -155,9 +155,7 @@ def evaluate_video(pipe: VideoPipeline, config: DecodeConfig, task: str, n: int 
         labels_all = labels_t.tolist()
     else:
         labels_all = [i % num_classes for i in range(n)]
-    for b, start in enumerate(range(0, n, batch_size)):
-        stop = min(n, start + batch_size)
-        cfg_b = replace(config, seed=config.seed + b)
+    for _, start, stop, cfg_b in seeded_batches(config, n, batch_size):
         if task == "predict":
             result, frames = pipe.predict(cfg_b, truth_all[start:stop])
         else:
