@@ -89,9 +89,10 @@ def _run_sweep(args, ranks) -> None:
 
 
 def cmd_search(args, argv) -> None:
-    from core.search import parse_setting, resolve_budget, run_search
+    from core.search import parse_setting, resolve_budget, run_search, search_strides
     from core.sweep import markdown_table
 
+    search_strides(args.strides)  # a bad stride fails before the load
     pipe, base = _prepare(args)
     for flag, texts in (("--budget-of", [args.budget_of] if args.budget_of else []), ("--include", args.include),
                         ("--compare", args.compare)):
@@ -100,9 +101,10 @@ def cmd_search(args, argv) -> None:
                 parse_setting(text, base, pipe.model.cfg)
             except ValueError as exc:
                 raise ValueError(f"{flag} {text}: {exc}") from None
+    strides = search_strides(args.strides)
     budget = resolve_budget(pipe.model.cfg, base, args.budget, args.ratio, args.budget_of)
     result = run_search(pipe, base, budget, args.candidates, args.val_n_per_class, args.n_per_class,
-                        args.batch_size, args.include, args.compare, granularity=args.granularity, log=_eprint)
+                        args.batch_size, args.include, args.compare, strides, args.granularity, log=_eprint)
     result["command"] = "python -m core " + " ".join(argv)
     w = result["winner"]
     print(f"budget {budget:.3f} GFLOPs per image ({budget / result['baseline_gflops']:.3f} of the baseline's "
@@ -158,6 +160,9 @@ def register(sub, subcommands: dict) -> None:
     p.add_argument("--n-per-class", type=positive_int, default=100, help="for the reported seeds")
     p.add_argument("--batch-size", type=positive_int, default=100)
     p.add_argument("--granularity", type=positive_int, default=1, help="allocate steps in blocks of this many")
+    p.add_argument("--strides", nargs="+", default=["1", "2", "4", "never"],
+                   help="cache strides searched (default: 1 2 4 never; leave out 1 to search only settings that "
+                        "reuse the cache)")
     p.add_argument("--include", nargs="*", default=["magnets@never"], help="SCHEDULE@STRIDE always shortlisted")
     p.add_argument("--compare", nargs="*", default=list(DEFAULT_COMPARE),
                    help="SCHEDULE@STRIDE re-scored next to the winner on the reported seeds")

@@ -1,8 +1,9 @@
 """Budget-constrained search: the schedule and cache stride with the best quality within a GFLOPs budget.
 
 Search space: every non-decreasing allocation of the K steps to XS, S, M, L (a size may get no step; C(K+3, 3)
-= 455 schedules at K = 12), x cache strides {1, 2, 4, never}. Non-monotone orders are left out: decreasing was far
-worse in our runs (DESIGN §10) and they would multiply the space (4^12 orders) without a cheap way to prune it.
+= 455 schedules at K = 12), x cache strides {1, 2, 4, never} (by default; a search may leave out stride 1,
+which never reuses the cache). Non-monotone orders are left out: decreasing was far worse in our runs (DESIGN §10)
+and they would multiply the space (4^12 orders) without a cheap way to prune it.
 
 1. Cost every candidate analytically (`planned_flops`: nothing runs) and keep those within the budget.
 2. Keep the budget's frontier: at the same stride, a candidate whose sub-model is at least as wide at every step
@@ -44,6 +45,19 @@ class Candidate:
     @property
     def label(self) -> str:
         return f"{self.name} @ stride {format_stride(self.stride)}"
+
+
+def search_strides(texts) -> tuple[int | None, ...]:
+    """The --strides of a search: each parsed (an error names the bad one), duplicates dropped, order kept."""
+    strides = []
+    for text in texts:
+        try:
+            strides.append(parse_stride(text))
+        except ValueError as exc:
+            raise ValueError(f"--strides {text}: {exc}") from None
+    if not strides:
+        raise ValueError("--strides is empty: give at least one cache stride, e.g. --strides 2 never")
+    return tuple(dict.fromkeys(strides))
 
 
 def planned_gflops(model_cfg, config: DecodeConfig) -> float:

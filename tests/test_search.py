@@ -83,6 +83,10 @@ def test_search_cli(assets, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "found" in printed and "| baseline | `L*12` | 1 |" in printed and "found vs baseline @ 1: FD" in printed
     assert json.loads(out.read_text())["command"].startswith("python -m core search")
+    assert main([*args, "--ratio", "0.333", "--strides", "never", "2", "never"]) == 0
+    searched = json.loads(out.read_text())
+    assert searched["space"]["strides"] == ["never", "2"] and searched["winner"]["stride"] in ("never", "2")
+    assert {c["stride"] for c in searched["shortlist"]} <= {"never", "2"}
     assert main([*args, "--budget-of", "magnets@never"]) == 0  # the best at no more than magnets' cost
     magnets = parse_setting("magnets@never", DecodeConfig(), Pipeline.load(assets, "cpu").model.cfg)
     assert json.loads(out.read_text())["winner"]["gflops"] <= magnets.gflops
@@ -91,6 +95,7 @@ def test_search_cli(assets, tmp_path, capsys):
                          (["--budget", "-2"], "--budget: must be > 0"),
                          (["--budget", "1e-9"], "below the cheapest candidate"),
                          (["--ratio", "0.3", "--compare", "magnets@sometimes"], "--compare magnets@sometimes: cache_stride"),
+                         (["--ratio", "0.3", "--strides", "2", "0"], "--strides 0: cache_stride must be >= 1"),
                          (["--ratio", "0.3", "--schedule", "magnets"], "does not apply here")):
         try:
             assert main([*args, *bad]) != 0
