@@ -174,8 +174,8 @@ def cmd_reproduce(args, argv) -> None:
     from core.pipeline import Pipeline, load_transformer
     from core.reproduce import readme_lines, run, write
 
-    if not set(args.claims) <= set("abcd") or not args.claims:
-        raise ValueError(f"--claims {args.claims!r}: give letters among a, b, c, d (e.g. abcd)")
+    if not set(args.claims) <= set("abcde") or not args.claims:
+        raise ValueError(f"--claims {args.claims!r}: give letters among a, b, c, d, e (e.g. abcde)")
     set_threads(args.threads)
     pipe = Pipeline.load(args.assets, args.device)
     ablation = None
@@ -193,8 +193,8 @@ ABLATION = ("ablation_distill", "ablation_nodistill")
 
 
 def register_reproduce(sub, subcommands: dict) -> None:
-    p = sub.add_parser("reproduce", help="the paper's claims (a)-(d), each with bootstrap intervals and a verdict")
-    p.add_argument("--claims", default="abcd", help="which claims (letters a-d)")
+    p = sub.add_parser("reproduce", help="the paper's claims (a)-(e), each with bootstrap intervals and a verdict")
+    p.add_argument("--claims", default="abcde", help="which claims (letters a-e)")
     p.add_argument("--n-per-class", type=positive_int, default=100)
     p.add_argument("--batch-size", type=positive_int, default=100)
     p.add_argument("--reps", type=positive_int, default=500, help="bootstrap resamples per interval")

@@ -5,6 +5,8 @@
 (c) The cache saves compute at a small quality cost that grows with the stride; drift per step measured.
 (d) Online distillation improves the small sub-models: each size alone, the shipped model against the same recipe
     trained without distillation (lambda fixed at 1).
+(e) The nested sizes are ordered: each size alone (no cache) against the next smaller one, so that spending more
+    compute per step buys quality, the premise of a schedule.
 
 Every setting decodes the same classes on the same seeds (100 per class by default), so two settings are compared
 by a paired bootstrap of their difference (core.quality.paired_difference), in both evaluators' feature spaces.
@@ -147,6 +149,20 @@ def claim_d(distilled: list[Samples], plain: list[Samples], reps: int, sizes: li
             "votes": votes}
 
 
+def claim_e(by_size: list[Samples], reps: int, sizes: list[str]) -> dict:
+    """by_size: each size alone, smallest to largest."""
+    steps = {f"{big} vs {small}": compare(b, a, reps) for small, big, a, b in zip(sizes, sizes[1:], by_size, by_size[1:])}
+    votes = {pair: _votes(d) for pair, d in steps.items()}
+    better = [p for p, v in votes.items() if max(v.values()) > 0 and min(v.values()) >= 0]
+    worse = [p for p, v in votes.items() if min(v.values()) < 0]
+    rule = ("holds: every size is better than the next smaller one beyond the intervals on at least one metric and "
+            "worse on none; partly: every size is worse than the next smaller on no metric, but some step up is "
+            "not better beyond the intervals; does not hold: some size is worse than a smaller one")
+    verdict = "holds" if len(better) == len(steps) else "partly" if not worse else "does not hold"
+    return {"claim": "e", "verdict": verdict, "rule": rule, "better": better, "worse": worse, "steps": steps,
+            "votes": votes, "gflops": {s.name: s.gflops for s in by_size}}
+
+
 def drift_per_step(model, config: DecodeConfig, n: int) -> dict:
     """Mean over n samples of each reuse step's drift from a cache-free pass (step -> {mean/max |dlogit|, top-1})."""
     labels = balanced_labels(max(1, n // model.cfg.num_classes), model.cfg.num_classes)
@@ -154,7 +170,7 @@ def drift_per_step(model, config: DecodeConfig, n: int) -> dict:
     return {str(r.step + 1): r.drift for r in records if r.drift}
 
 
-def run(pipe, ablation=None, n_per_class: int = 100, batch_size: int = 100, reps: int = 500, claims="abcd",
+def run(pipe, ablation=None, n_per_class: int = 100, batch_size: int = 100, reps: int = 500, claims="abcde",
         log=print) -> dict:
     base_cfg = pipe.default_config(seed=0)
     model = pipe.model
@@ -194,6 +210,10 @@ def run(pipe, ablation=None, n_per_class: int = 100, batch_size: int = 100, reps
         distilled = [get(f"{s} alone, distillation", f"constant-{s}", 1, with_kd, "with") for s in sizes]
         plain = [get(f"{s} alone, no distillation", f"constant-{s}", 1, without_kd, "without") for s in sizes]
         out["claims"]["d"] = claim_d(distilled, plain, reps, sizes)
+    if "e" in claims:
+        sizes = sorted(model.cfg.sizes, key=lambda s: -model.cfg.sizes[s])
+        by_size = [baseline if model.cfg.sizes[s] == 1 else get(f"{s} alone", f"constant-{s}", 1) for s in sizes]
+        out["claims"]["e"] = claim_e(by_size, reps, sizes)
     out["rows"] = [s.row(reps) for s in cache.values()]
     out["meta"]["seconds"] = round(time.perf_counter() - t_start)
     return out
@@ -246,6 +266,12 @@ def readme_lines(result: dict) -> list[str]:
         sizes = ", ".join(f"{s}: {_diff_text(diff)}" for s, diff in d["per_size"].items())
         lines.append(f"- **(d) online distillation improves the small sub-models: {d['verdict']}.** Distilled minus "
                      f"not distilled, each size alone: {sizes}.")
+    if "e" in c:
+        e = c["e"]
+        steps = "; ".join(f"{pair}: {_both(diff)}" for pair, diff in e["steps"].items())
+        costs = ", ".join(f"{g:.2f}" for g in e["gflops"].values())
+        lines.append(f"- **(e) the nested sizes are ordered: {e['verdict']}.** Each size alone, no cache ({costs} "
+                     f"GFLOPs), minus the next smaller: {steps}.")
     return lines
 
 

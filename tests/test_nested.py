@@ -107,3 +107,22 @@ def test_training_slices_the_parameters_themselves(tiny_model):
     w = model.cfg.width("S")
     assert grad is not None and grad[: 4 * w, :w].abs().sum() > 0
     assert grad[4 * w:].abs().sum() == 0 and grad[:, w:].abs().sum() == 0
+
+
+def test_inference_computes_exactly_what_training_computes(tiny_model):
+    """Outside autograd the matrix products may take a faster route (MKL's packed weights on a CPU); the logits
+    must stay bit for bit those of the autograd forward, for every size and for a partial pass on a cache."""
+    cfg = tiny_model.cfg
+    tokens = torch.randint(0, cfg.vocab_size + 1, (3, cfg.seq_len))
+    labels = torch.tensor([1, 2, cfg.null_class])
+    fast = _logits(tiny_model, tokens, labels)
+    for size in cfg.sizes:
+        assert torch.equal(fast[size], tiny_model(tokens, labels, size).detach()), size
+    pos = torch.tensor([[0, 3, 5]] * 3)
+    outs = []
+    for grad in (False, True):
+        cache = KVCache(cfg.layers)
+        with torch.set_grad_enabled(grad):
+            tiny_model(tokens, labels, "M", cache=cache)
+            outs.append(tiny_model(tokens.gather(1, pos), labels, "M", positions=pos, cache=cache).detach())
+    assert torch.equal(*outs)

@@ -11,7 +11,7 @@ import torch
 
 from core.decode import DecodeConfig
 from core.quality import Reference, Scored
-from core.reproduce import Samples, claim_a, claim_b, claim_c, claim_d, readme_lines, run, write
+from core.reproduce import Samples, claim_a, claim_b, claim_c, claim_d, claim_e, readme_lines, run, write
 
 ROOT = Path(__file__).resolve().parents[1]
 REPS = 200
@@ -74,6 +74,19 @@ def test_claim_b_and_d_read_the_intervals(reference):
     assert claim_d(plain, distilled, REPS, sizes)["verdict"] == "does not hold"
 
 
+def test_claim_e_wants_every_larger_size_better(reference):
+    sizes = ["XS", "S", "M", "L"]
+    ordered = [samples(reference, s, 4.0**i, 1.5 - 0.5 * i, 0.6 + 0.1 * i, seed=i) for i, s in enumerate(sizes)]
+    result = claim_e(ordered, REPS, sizes)
+    assert result["verdict"] == "holds" and list(result["steps"]) == ["S vs XS", "M vs S", "L vs M"]
+    tied = ordered[:3] + [samples(reference, "L", 64.0, 0.5, 0.8, seed=2)]  # L: M's very samples
+    assert claim_e(tied, REPS, sizes)["verdict"] == "partly"
+    assert claim_e(tied, REPS, sizes)["better"] == ["S vs XS", "M vs S"]
+    inverted = ordered[:2] + ordered[3:] + ordered[2:3]  # M better than L
+    assert claim_e(inverted, REPS, sizes)["verdict"] == "does not hold"
+    assert "L vs M" in claim_e(inverted, REPS, sizes)["worse"]
+
+
 def test_claim_c_wants_cheaper_strides_with_a_growing_cost(reference):
     strides = [samples(reference, f"stride {i}", 10.0 - 2 * i, 1.0 + 0.01 * i, 0.95 - 0.005 * i, seed=0) for i in range(4)]
     result = claim_c(strides, drift={}, reps=REPS)
@@ -87,10 +100,10 @@ def test_claim_c_wants_cheaper_strides_with_a_growing_cost(reference):
 def test_a_whole_run_writes_files_that_render_the_readme_lines(tiny_pipeline, tmp_path):
     pipe, ablation = tiny_pipeline
     result = run(pipe, ablation, n_per_class=1, batch_size=10, reps=20, log=lambda *_: None)
-    assert set(result["claims"]) == set("abcd")
+    assert set(result["claims"]) == set("abcde")
     assert all(c["verdict"] in ("holds", "partly", "does not hold") for c in result["claims"].values())
     names = [r["name"] for r in result["rows"]]
-    assert len(names) == len(set(names)) == 15 and all(r["n"] == 10 for r in result["rows"])
+    assert len(names) == len(set(names)) == 18 and all(r["n"] == 10 for r in result["rows"])
     paths = write(result, tmp_path)
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
     reread = json.loads((tmp_path / "claims.json").read_text())
@@ -104,7 +117,7 @@ def test_the_readme_quotes_the_shipped_claims_exactly():
     result = json.loads((ROOT / "bench" / "results" / "claims" / "claims.json").read_text())
     readme = (ROOT / "README.md").read_text().splitlines()
     lines = readme_lines(result)
-    assert len(lines) == 4
+    assert len(lines) == 5
     for line in lines:
         assert line in readme, f"README lacks or differs from: {line[:80]}..."
     assert result["meta"]["n_per_class"] >= 100
