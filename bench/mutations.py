@@ -117,6 +117,10 @@ MUTATIONS = [
     ("schedule-expanded-before-its-length-is-checked", "core/schedule.py",
      "if len(out) + count > MAX_STEPS:", "if False:",
      ["tests/test_schedule.py", "tests/test_cli_errors.py"]),
+    ("search-strides-ignored", "core/cli_sweep.py", "args.include, args.compare, strides, args.granularity",
+     "args.include, args.compare, granularity=args.granularity", ["tests/test_search.py"]),
+    ("sizes-ordered-if-one-step-is", "core/reproduce.py", 'verdict = "holds" if len(better) == len(steps) else',
+     'verdict = "holds" if better else', ["tests/test_reproduce.py"]),
 ]
 
 
