@@ -92,7 +92,7 @@ def cmd_search(args, argv) -> None:
     from core.search import parse_setting, resolve_budget, run_search, search_strides
     from core.sweep import markdown_table
 
-    search_strides(args.strides)  # a bad stride fails before the load
+    strides = search_strides(args.strides)  # a bad stride fails before the load
     pipe, base = _prepare(args)
     for flag, texts in (("--budget-of", [args.budget_of] if args.budget_of else []), ("--include", args.include),
                         ("--compare", args.compare)):
@@ -101,7 +101,6 @@ def cmd_search(args, argv) -> None:
                 parse_setting(text, base, pipe.model.cfg)
             except ValueError as exc:
                 raise ValueError(f"{flag} {text}: {exc}") from None
-    strides = search_strides(args.strides)
     budget = resolve_budget(pipe.model.cfg, base, args.budget, args.ratio, args.budget_of)
     result = run_search(pipe, base, budget, args.candidates, args.val_n_per_class, args.n_per_class,
                         args.batch_size, args.include, args.compare, strides, args.granularity, log=_eprint)

@@ -151,7 +151,8 @@ def claim_d(distilled: list[Samples], plain: list[Samples], reps: int, sizes: li
 
 def claim_e(by_size: list[Samples], reps: int, sizes: list[str]) -> dict:
     """by_size: each size alone, smallest to largest."""
-    steps = {f"{big} vs {small}": compare(b, a, reps) for small, big, a, b in zip(sizes, sizes[1:], by_size, by_size[1:])}
+    steps = {f"{big} vs {small}": compare(b, a, reps)
+             for small, big, a, b in zip(sizes, sizes[1:], by_size, by_size[1:])}
     votes = {pair: _votes(d) for pair, d in steps.items()}
     better = [p for p, v in votes.items() if max(v.values()) > 0 and min(v.values()) >= 0]
     worse = [p for p, v in votes.items() if min(v.values()) < 0]
@@ -189,6 +190,7 @@ def run(pipe, ablation=None, n_per_class: int = 100, batch_size: int = 100, reps
                     "temperature": base_cfg.temperature, "steps": base_cfg.steps, "bootstrap_reps": reps,
                     "date": time.strftime("%Y-%m-%d")}, "claims": {}, "rows": []}
     t_start = time.perf_counter()
+    sizes = sorted(model.cfg.sizes, key=lambda s: -model.cfg.sizes[s])  # smallest to full
     baseline = get("baseline", "baseline", 1)
     if "a" in claims:
         out["claims"]["a"] = claim_a(baseline, get("magnets, stride never", "magnets", None), reps)
@@ -206,12 +208,10 @@ def run(pipe, ablation=None, n_per_class: int = 100, batch_size: int = 100, reps
         if ablation is None:
             raise ValueError("claim d needs the ablation pair (assets/ablation_distill, assets/ablation_nodistill)")
         with_kd, without_kd = ablation  # one recipe, the same step, trained with and without distillation
-        sizes = sorted(model.cfg.sizes, key=lambda s: -model.cfg.sizes[s])
         distilled = [get(f"{s} alone, distillation", f"constant-{s}", 1, with_kd, "with") for s in sizes]
         plain = [get(f"{s} alone, no distillation", f"constant-{s}", 1, without_kd, "without") for s in sizes]
         out["claims"]["d"] = claim_d(distilled, plain, reps, sizes)
     if "e" in claims:
-        sizes = sorted(model.cfg.sizes, key=lambda s: -model.cfg.sizes[s])
         by_size = [baseline if model.cfg.sizes[s] == 1 else get(f"{s} alone", f"constant-{s}", 1) for s in sizes]
         out["claims"]["e"] = claim_e(by_size, reps, sizes)
     out["rows"] = [s.row(reps) for s in cache.values()]
