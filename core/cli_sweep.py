@@ -120,7 +120,8 @@ def cmd_search(args, argv) -> None:
 
 
 def register(sub, subcommands: dict) -> None:
-    from core.search import DEFAULT_COMPARE
+    from core.cache import format_stride
+    from core.search import DEFAULT_COMPARE, SEARCH_STRIDES
     from core.sweep import DEFAULT_SCHEDULES, DEFAULT_STRIDES
 
     # conflict_handler="resolve": the plural options below take over the single-setting --schedule and
@@ -159,9 +160,9 @@ def register(sub, subcommands: dict) -> None:
     p.add_argument("--n-per-class", type=positive_int, default=100, help="for the reported seeds")
     p.add_argument("--batch-size", type=positive_int, default=100)
     p.add_argument("--granularity", type=positive_int, default=1, help="allocate steps in blocks of this many")
-    p.add_argument("--strides", nargs="+", default=["1", "2", "4", "never"],
+    p.add_argument("--strides", nargs="+", default=[format_stride(s) for s in SEARCH_STRIDES],
                    help="cache strides searched (default: 1 2 4 never; leave out 1 to search only settings that "
-                        "reuse the cache)")
+                        "reuse the cache; --include settings keep their own stride)")
     p.add_argument("--include", nargs="*", default=["magnets@never"], help="SCHEDULE@STRIDE always shortlisted")
     p.add_argument("--compare", nargs="*", default=list(DEFAULT_COMPARE),
                    help="SCHEDULE@STRIDE re-scored next to the winner on the reported seeds")

@@ -151,14 +151,17 @@ def claim_d(distilled: list[Samples], plain: list[Samples], reps: int, sizes: li
 
 def claim_e(by_size: list[Samples], reps: int, sizes: list[str]) -> dict:
     """by_size: each size alone, smallest to largest."""
+    if len(sizes) < 2:
+        raise ValueError(f"claim e compares each size with the next smaller one; this model has only {sizes}")
     steps = {f"{big} vs {small}": compare(b, a, reps)
              for small, big, a, b in zip(sizes, sizes[1:], by_size, by_size[1:])}
     votes = {pair: _votes(d) for pair, d in steps.items()}
     better = [p for p, v in votes.items() if max(v.values()) > 0 and min(v.values()) >= 0]
     worse = [p for p, v in votes.items() if min(v.values()) < 0]
     rule = ("holds: every size is better than the next smaller one beyond the intervals on at least one metric and "
-            "worse on none; partly: every size is worse than the next smaller on no metric, but some step up is "
-            "not better beyond the intervals; does not hold: some size is worse than a smaller one")
+            "worse on none; partly: no size is worse than the next smaller one on any metric, but some step up is "
+            "not better beyond the intervals; does not hold: some size is worse than the next smaller one on a "
+            "metric, even if better on another")
     verdict = "holds" if len(better) == len(steps) else "partly" if not worse else "does not hold"
     return {"claim": "e", "verdict": verdict, "rule": rule, "better": better, "worse": worse, "steps": steps,
             "votes": votes, "gflops": {s.name: s.gflops for s in by_size}}

@@ -1,8 +1,8 @@
 """Budget-constrained search: the schedule and cache stride with the best quality within a GFLOPs budget.
 
 Search space: every non-decreasing allocation of the K steps to XS, S, M, L (a size may get no step; C(K+3, 3)
-= 455 schedules at K = 12), x cache strides {1, 2, 4, never} (by default; a search may leave out stride 1,
-which never reuses the cache). Non-monotone orders are left out: decreasing was far worse in our runs (DESIGN §10)
+= 455 schedules at K = 12), x cache strides {1, 2, 4, never} (by default; stride 1, which never reuses the cache,
+may be left out). Non-monotone orders are left out: decreasing was far worse in our runs (DESIGN §10)
 and they would multiply the space (4^12 orders) without a cheap way to prune it.
 
 1. Cost every candidate analytically (`planned_flops`: nothing runs) and keep those within the budget.

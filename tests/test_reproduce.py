@@ -85,6 +85,8 @@ def test_claim_e_wants_every_larger_size_better(reference):
     inverted = ordered[:2] + ordered[3:] + ordered[2:3]  # M better than L
     assert claim_e(inverted, REPS, sizes)["verdict"] == "does not hold"
     assert "L vs M" in claim_e(inverted, REPS, sizes)["worse"]
+    with pytest.raises(ValueError, match="only"):
+        claim_e(ordered[:1], REPS, sizes[:1])
 
 
 def test_claim_c_wants_cheaper_strides_with_a_growing_cost(reference):
