@@ -110,8 +110,9 @@ def test_training_slices_the_parameters_themselves(tiny_model):
 
 
 def test_inference_computes_exactly_what_training_computes(tiny_model):
-    """Outside autograd the matrix products may take a faster route (MKL's packed weights on a CPU); the logits
-    must stay bit for bit those of the autograd forward, for every size and for a partial pass on a cache."""
+    """Outside autograd a sub-model reads its weights through views made once (leading_block), not fresh slices of
+    the parameters; the logits must stay bit for bit those of the autograd forward, for every size and for a partial
+    pass on a cache."""
     cfg = tiny_model.cfg
     tokens = torch.randint(0, cfg.vocab_size + 1, (3, cfg.seq_len))
     labels = torch.tensor([1, 2, cfg.null_class])
