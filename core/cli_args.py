@@ -43,6 +43,19 @@ positive_float = _bounded(float, 0, strict=True)
 fraction = _bounded(float, 0, 1)
 
 
+def size_weights(text: str) -> dict[str, float]:
+    """An argparse type: comma-separated SIZE=WEIGHT pairs, e.g. "S=2,M=2" (each weight a finite number >= 0)."""
+    weights = {}
+    for part in text.split(","):
+        name, eq, value = part.strip().partition("=")
+        if not (name and eq):
+            raise argparse.ArgumentTypeError(f"{part.strip()!r} is not SIZE=WEIGHT; write e.g. S=2,M=2")
+        if name in weights:
+            raise argparse.ArgumentTypeError(f"size {name} is given twice in {text!r}")
+        weights[name] = nonneg_float(value)
+    return weights
+
+
 def device(text: str) -> str:
     """'cpu', 'cuda' or 'cuda:N', and only a GPU this machine has."""
     import torch

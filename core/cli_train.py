@@ -15,13 +15,14 @@ from dataclasses import fields
 from pathlib import Path
 
 from core.cli_args import (add_runtime_args, command_line, existing_dir, nonneg_float, nonneg_int, output_dir,
-                           output_file, positive_float, positive_int, seed, set_threads)
+                           output_file, positive_float, positive_int, seed, set_threads, size_weights)
 from core.data import load_fashion_mnist, resolve_root
 
 # TrainConfig fields settable from the command line (flag = --field-name), with their argparse types.
 TRAIN_FLAGS = {"steps": positive_int, "batch_size": positive_int, "lr": positive_float, "warmup_steps": nonneg_int,
                "weight_decay": nonneg_float, "label_smoothing": nonneg_float, "smaller_sizes_per_step": nonneg_int,
-               "ema_decay": nonneg_float, "seed": seed, "checkpoint_every": positive_int, "log_every": positive_int}
+               "ema_decay": nonneg_float, "seed": seed, "checkpoint_every": positive_int, "log_every": positive_int,
+               "size_weights": size_weights}
 MODEL_FLAGS = ("dim", "heads", "layers")
 CLIP_FLAGS = ("item", "max_speed", "speed_unit", "frames", "given_frames")
 
@@ -36,9 +37,12 @@ def add_run_args(p: argparse.ArgumentParser, out: str) -> None:
     from core.nested import ModelConfig
     from core.train import TrainConfig
 
+    defaults = TrainConfig()
+    notes = {"ema_decay": " (0 disables EMA)",
+             "size_weights": ": a smaller size's loss term times its weight, e.g. S=2,M=2 (a size left out: 1)"}
     for name, kind in TRAIN_FLAGS.items():
-        p.add_argument(_flag(name), type=kind, default=None, help=f"default {getattr(TrainConfig, name)}"
-                       + (" (0 disables EMA)" if name == "ema_decay" else ""))
+        shown = getattr(defaults, name) if name != "size_weights" else "every size 1"
+        p.add_argument(_flag(name), type=kind, default=None, help=f"default {shown}{notes.get(name, '')}")
     p.add_argument("--distill", action=argparse.BooleanOptionalAction, default=None,
                    help="online distillation, lambda 1 -> 0 (default); --no-distill keeps lambda at 1 (ablation)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,

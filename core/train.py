@@ -16,7 +16,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -41,6 +41,9 @@ class TrainConfig:
     label_smoothing: float = 0.1  # on every cross-entropy term (not on the distillation KL)
     distill: bool = True  # False: lambda stays 1, every size learns from the data alone (ablation of claim d)
     smaller_sizes_per_step: int | None = None  # None = every smaller size each step; k = a random k of them
+    # A smaller size's loss term (its CE and KL) times this, e.g. {"S": 2, "M": 2}; a size left out weighs 1, and
+    # the full model's CE always weighs 1. For sub-models that lag the full one more than a schedule can afford.
+    size_weights: dict[str, float] = field(default_factory=dict)
     prefix_frac: float = 0.0  # video: the fraction of samples trained as frame prediction (prefix given)
     prefix_len: int = 0  # tokens given to a frame-prediction sample (never masked, no loss, null class)
     ema_decay: float | None = 0.999  # None = no EMA; else the exported weights are the bias-corrected EMA
@@ -70,6 +73,10 @@ class TrainConfig:
                              f"(got {self.prefix_frac}, {self.prefix_len})")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"TrainConfig.ema_decay must be in (0, 1) or None, got {self.ema_decay}")
+        bad = {k: w for k, w in self.size_weights.items() if not (isinstance(k, str) and isinstance(w, (int, float))
+                                                                  and math.isfinite(w) and w >= 0)}
+        if bad:
+            raise ValueError(f"TrainConfig.size_weights must map size names to finite weights >= 0, got {bad}")
         if self.smaller_sizes_per_step is not None and self.smaller_sizes_per_step < 0:
             raise ValueError("TrainConfig.smaller_sizes_per_step must be >= 0 or None (all)")
 
@@ -120,8 +127,10 @@ def mask_batch(tokens: torch.Tensor, gen: torch.Generator, given: torch.Tensor |
     return ranks < n_mask[:, None]
 
 
-def nested_loss(model, tokens, labels, mask, mask_id, sizes, lam, label_smoothing: float = 0.0):
-    """Returns (total loss, {size: CE}) for one masked batch; `sizes` ends with the full model (the teacher)."""
+def nested_loss(model, tokens, labels, mask, mask_id, sizes, lam, label_smoothing: float = 0.0,
+                size_weights: dict[str, float] | None = None):
+    """Returns (total loss, {size: CE}) for one masked batch; `sizes` ends with the full model (the teacher).
+    size_weights: a smaller size's term times its weight (1 when absent)."""
     inputs = tokens.masked_fill(mask, mask_id)
     target = tokens[mask]
     logits = model(inputs, labels, sizes[-1])[mask].float()
@@ -132,7 +141,7 @@ def nested_loss(model, tokens, labels, mask, mask_id, sizes, lam, label_smoothin
         small = model(inputs, labels, size)[mask].float()
         ce = F.cross_entropy(small, target, label_smoothing=label_smoothing)
         kl = F.kl_div(F.log_softmax(small, -1), teacher, log_target=True, reduction="batchmean")  # KL(teacher||p)
-        total = total + lam * ce + (1 - lam) * kl
+        total = total + (size_weights or {}).get(size, 1.0) * (lam * ce + (1 - lam) * kl)
         parts[size] = ce.detach()
     return total, parts
 
@@ -254,6 +263,10 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data, out_dir, resume: bool 
     if init_weights is not None:
         model.load_state_dict(init_weights)
     sizes = sorted(model_cfg.sizes, key=lambda s: -model_cfg.sizes[s])  # smallest .. full
+    unknown = sorted(set(cfg.size_weights) - set(sizes[:-1]))
+    if unknown:
+        raise ValueError(f"size_weights names {', '.join(unknown)}, not a smaller size of this model "
+                         f"({', '.join(sizes[:-1])}; the full model {sizes[-1]} always weighs 1)")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "emb" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "emb" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -298,7 +311,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data, out_dir, resume: bool 
         lam = cfg.distill_lambda(step)
         with autocast:
             loss, parts = loss_fn(net, x, y, mask, model_cfg.mask_id, smaller + sizes[-1:], lam,
-                                  cfg.label_smoothing)
+                                  cfg.label_smoothing, cfg.size_weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -63,6 +63,40 @@ def test_nested_loss_matches_the_design_formula(lam):
     torch.testing.assert_close(parts["XS"], ce_small.detach())
 
 
+def test_size_weights_scale_each_smaller_sizes_term_and_nothing_else():
+    torch.manual_seed(0)
+    model = NestedTransformer(TINY)
+    x = torch.randint(0, 16, (4, 16))
+    mask = torch.rand(4, 16) < 0.5
+    y = torch.tensor([0, 1, 2, 10])
+    lam = 0.3
+    ce_full, ce_xs, kl_xs = _reference_loss_parts(model, x, y, mask, TINY.mask_id, "XS", lam)
+    _, ce_s, kl_s = _reference_loss_parts(model, x, y, mask, TINY.mask_id, "S", lam)
+    total, parts = nested_loss(model, x, y, mask, TINY.mask_id, ["XS", "S", "L"], lam, size_weights={"S": 2.5})
+    torch.testing.assert_close(total, ce_full + lam * ce_xs + (1 - lam) * kl_xs + 2.5 * (lam * ce_s + (1 - lam) * kl_s))
+    torch.testing.assert_close(parts["S"], ce_s.detach())  # the logged CE is the size's own, unweighted
+    zero, _ = nested_loss(model, x, y, mask, TINY.mask_id, ["XS", "S", "L"], lam, size_weights={"XS": 0, "S": 0})
+    torch.testing.assert_close(zero, ce_full)
+
+
+def test_size_weights_are_checked_against_the_model(tmp_path):
+    with pytest.raises(ValueError, match="size_weights"):
+        TrainConfig(size_weights={"S": -1.0})
+    with pytest.raises(ValueError, match="size_weights"):
+        TrainConfig(size_weights={"S": float("nan")})
+    cfg = TrainConfig(steps=1, batch_size=4, warmup_steps=1, size_weights={"L": 2.0, "Q": 1.0})
+    with pytest.raises(ValueError, match=r"L, Q, not a smaller size of this model \(XS, S, M;"):
+        train(TINY, cfg, _data(), tmp_path, progress=False)
+
+
+def test_size_weights_change_what_a_run_learns(tmp_path):
+    runs = {}
+    for name, weights in [("plain", {}), ("weighted", {"XS": 4.0, "M": 0.0})]:
+        cfg = TrainConfig(steps=2, batch_size=4, warmup_steps=1, ema_decay=None, size_weights=weights)
+        runs[name] = _weights(train(TINY, cfg, _data(), tmp_path / name, progress=False))
+    assert any(not torch.equal(runs["plain"][k], runs["weighted"][k]) for k in runs["plain"])
+
+
 def test_distillation_does_not_pull_the_teacher_toward_the_student():
     """With lambda = 0 the full model's gradient is that of its own cross-entropy alone (stop-gradient)."""
     torch.manual_seed(0)
@@ -99,7 +133,7 @@ def _data():
 
 def test_train_checkpoints_logs_and_records_the_run(tmp_path):
     cfg = TrainConfig(steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2, log_every=1,
-                      smaller_sizes_per_step=1)
+                      smaller_sizes_per_step=1, size_weights={"M": 2.0})
     final = train(TINY, cfg, _data(), tmp_path, progress=False, val_data=_data(), val_every=2,
                   record={"note": "kept"})
     state, config, extra = load_checkpoint(final)
