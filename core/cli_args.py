@@ -47,7 +47,7 @@ def size_weights(text: str) -> dict[str, float]:
     """An argparse type: comma-separated SIZE=WEIGHT pairs, e.g. "S=2,M=2" (each weight a finite number >= 0)."""
     weights = {}
     for part in text.split(","):
-        name, eq, value = part.strip().partition("=")
+        name, eq, value = (side.strip() for side in part.partition("="))
         if not (name and eq):
             raise argparse.ArgumentTypeError(f"{part.strip()!r} is not SIZE=WEIGHT; write e.g. S=2,M=2")
         if name in weights:

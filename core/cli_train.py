@@ -115,8 +115,21 @@ def train_config(args, resumed, train_base: dict):
         given["bf16"] = args.device.startswith("cuda")
     try:
         return TrainConfig(**{**train_base, **given})
-    except ValueError as exc:  # named as the flag that sets it
-        raise ValueError(re.sub(r"TrainConfig\.(\w+)", lambda m: _flag(m.group(1)), str(exc))) from None
+    except ValueError as exc:
+        raise _named_as_flags(exc) from None
+
+
+def _named_as_flags(exc: ValueError) -> ValueError:
+    """The same error with each TrainConfig field named as the flag that sets it."""
+    return ValueError(re.sub(r"TrainConfig\.(\w+)", lambda m: _flag(m.group(1)), str(exc)))
+
+
+def checked_sizes(cfg, model_cfg) -> None:
+    """--size-weights against the run's model, once its sizes are known (before the model is built)."""
+    try:
+        cfg.check_sizes(model_cfg)
+    except ValueError as exc:
+        raise _named_as_flags(exc) from None
 
 
 def model_config(args, resumed, model_base: dict, init_config: dict | None = None):
@@ -231,6 +244,7 @@ def cmd_train(args, argv) -> None:
     vocab = tokens_record["codebook_size"]
     init, init_config, init_record = init_point(args, resumed, tokens_record.get("tokenizer_sha256"))
     model_cfg = model_config(args, resumed, {"vocab_size": vocab, "seq_len": data.tokens.shape[1]}, init_config)
+    checked_sizes(cfg, model_cfg)
     if model_cfg.vocab_size != vocab:
         raise ValueError(f"the run's vocabulary ({model_cfg.vocab_size}) is not the tokenizer's ({vocab})")
     t0 = time.time()
@@ -273,6 +287,7 @@ def cmd_train_video(args, argv) -> None:
         init, init_config = first_frames(init, init_config, clips.frames)
         init_record["init_from"]["frames_kept"] = clips.frames
     model_cfg = model_config(args, resumed, model_base, init_config)
+    checked_sizes(cfg, model_cfg)
     if cfg.prefix_len != clips.prefix_len or model_cfg.seq_len != clips.seq_len:
         raise ValueError("the run's sequence layout does not match its clip settings")
     t0 = time.time()

@@ -1,8 +1,9 @@
 """Nested MaskGIT training with online distillation (DESIGN §5).
 
 Every step masks one batch and runs the full model and the smaller sub-models on it. Loss =
-CE(full) + sum_p [lambda * CE(p) + (1 - lambda) * KL(stopgrad(full) || p)], lambda decaying 1 -> 0 linearly, so
+CE(full) + sum_p w_p [lambda * CE(p) + (1 - lambda) * KL(stopgrad(full) || p)], lambda decaying 1 -> 0 linearly, so
 the small models first learn from the data and then increasingly imitate the full model they will hand over to.
+The weights w_p are 1 unless `size_weights` says otherwise.
 
 A run's horizon (`steps`) and with it every schedule (learning rate, lambda) is fixed when it starts and recorded
 in its checkpoints: `resume` continues the same curves, and each step's randomness depends only on (seed, rank,
@@ -43,6 +44,7 @@ class TrainConfig:
     smaller_sizes_per_step: int | None = None  # None = every smaller size each step; k = a random k of them
     # A smaller size's loss term (its CE and KL) times this, e.g. {"S": 2, "M": 2}; a size left out weighs 1, and
     # the full model's CE always weighs 1. For sub-models that lag the full one more than a schedule can afford.
+    # A weight of 0 still runs and logs the size (and takes one of smaller_sizes_per_step's draws).
     size_weights: dict[str, float] = field(default_factory=dict)
     prefix_frac: float = 0.0  # video: the fraction of samples trained as frame prediction (prefix given)
     prefix_len: int = 0  # tokens given to a frame-prediction sample (never masked, no loss, null class)
@@ -73,12 +75,21 @@ class TrainConfig:
                              f"(got {self.prefix_frac}, {self.prefix_len})")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"TrainConfig.ema_decay must be in (0, 1) or None, got {self.ema_decay}")
-        bad = {k: w for k, w in self.size_weights.items() if not (isinstance(k, str) and isinstance(w, (int, float))
-                                                                  and math.isfinite(w) and w >= 0)}
+        bad = {k: w for k, w in self.size_weights.items()
+               if not (isinstance(k, str) and isinstance(w, (int, float)) and not isinstance(w, bool)
+                       and math.isfinite(w) and w >= 0)}
         if bad:
             raise ValueError(f"TrainConfig.size_weights must map size names to finite weights >= 0, got {bad}")
         if self.smaller_sizes_per_step is not None and self.smaller_sizes_per_step < 0:
             raise ValueError("TrainConfig.smaller_sizes_per_step must be >= 0 or None (all)")
+
+    def check_sizes(self, model_cfg: ModelConfig) -> None:
+        """Refuse size_weights that name no smaller size of this model (the full model's weight is fixed at 1)."""
+        smaller = sorted(model_cfg.sizes, key=lambda s: -model_cfg.sizes[s])[:-1]
+        unknown = sorted(set(self.size_weights) - set(smaller))
+        if unknown:
+            raise ValueError(f"TrainConfig.size_weights names {', '.join(unknown)}, not a smaller size of this model "
+                             f"({', '.join(smaller)}; the full model always weighs 1)")
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup_steps:
@@ -249,6 +260,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data, out_dir, resume: bool 
     checkpoint's extra (e.g. what the data was made with). `init_weights` start a fresh run from trained weights
     instead of random ones (a fine-tune: new optimizer, EMA and curves); a resumed run ignores them, its
     checkpoint holds them. Returns the stem of the final weights (`<out_dir>/transformer`)."""
+    cfg.check_sizes(model_cfg)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank, world = 0, 1
     if distributed:
@@ -263,10 +275,6 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data, out_dir, resume: bool 
     if init_weights is not None:
         model.load_state_dict(init_weights)
     sizes = sorted(model_cfg.sizes, key=lambda s: -model_cfg.sizes[s])  # smallest .. full
-    unknown = sorted(set(cfg.size_weights) - set(sizes[:-1]))
-    if unknown:
-        raise ValueError(f"size_weights names {', '.join(unknown)}, not a smaller size of this model "
-                         f"({', '.join(sizes[:-1])}; the full model {sizes[-1]} always weighs 1)")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "emb" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "emb" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},

@@ -84,9 +84,12 @@ def test_size_weights_are_checked_against_the_model(tmp_path):
         TrainConfig(size_weights={"S": -1.0})
     with pytest.raises(ValueError, match="size_weights"):
         TrainConfig(size_weights={"S": float("nan")})
+    with pytest.raises(ValueError, match="size_weights"):
+        TrainConfig(size_weights={"S": True})
     cfg = TrainConfig(steps=1, batch_size=4, warmup_steps=1, size_weights={"L": 2.0, "Q": 1.0})
-    with pytest.raises(ValueError, match=r"L, Q, not a smaller size of this model \(XS, S, M;"):
+    with pytest.raises(ValueError, match=r"L, Q.*XS, S, M"):  # both bad names, and the sizes that may be weighted
         train(TINY, cfg, _data(), tmp_path, progress=False)
+    assert not (tmp_path / "metrics.jsonl").exists()  # refused before the run began
 
 
 def test_size_weights_change_what_a_run_learns(tmp_path):
@@ -186,8 +189,14 @@ def test_resume_refuses_other_settings_and_records_an_extension(tmp_path):
         train(replace(TINY, dim=64), cfg, _data(), tmp_path, resume=True, progress=False)
     with pytest.raises(ValueError, match="steps=3 is at or below the run's step 4"):
         train(TINY, replace(cfg, steps=3), _data(), tmp_path, resume=True, progress=False)
+    with pytest.raises(ValueError, match=r"size_weights: the run has \{\}, given \{'S': 2.0\}"):
+        train(TINY, replace(cfg, size_weights={"S": 2.0}), _data(), tmp_path, resume=True, progress=False)
     with pytest.raises(ValueError, match="--extend"):
         train(TINY, replace(cfg, steps=6), _data(), tmp_path, resume=True, progress=False)
+    # A checkpoint written before size_weights existed resumes as the unweighted run it was.
+    meta = json.loads((tmp_path / "last.json").read_text())
+    del meta["extra"]["train_config"]["size_weights"]
+    (tmp_path / "last.json").write_text(json.dumps(meta))
     train(TINY, replace(cfg, steps=6), _data(), tmp_path, resume=True, extend=True, progress=False)
     extra = load_checkpoint(tmp_path / "last")[2]
     assert extra["step"] == 6 and extra["extensions"] == [{"at_step": 4, "from_steps": 4, "to_steps": 6}]
@@ -211,7 +220,7 @@ def test_two_process_ddp_ranks_agree(tmp_path):
     assert extra["world_size"] == 2
 
 
-def test_train_cli_caches_tokens_once_and_trains_from_the_cache(tmp_path):
+def test_train_cli_caches_tokens_once_and_trains_from_the_cache(tmp_path, capsys):
     import numpy as np
     from core.__main__ import main
     from core.data import procedural_dataset
@@ -228,7 +237,11 @@ def test_train_cli_caches_tokens_once_and_trains_from_the_cache(tmp_path):
     args = ["train", "--tokenizer", str(assets / "tokenizer"), "--out", str(run), "--batch-size", "4",
             "--dim", "16", "--heads", "8", "--layers", "1", "--device", "cpu", "--checkpoint-every", "1",
             "--threads", "1"]
-    assert main(args + ["--steps", "2", "--data-dir", str(data)]) == 0
+    assert main(args + ["--steps", "2", "--data-dir", str(data), "--size-weights", " S = 2, M=3"]) == 0
+    assert json.loads((run / "last.json").read_text())["extra"]["train_config"]["size_weights"] == {"S": 2, "M": 3}
+    assert main([*args[:4], str(tmp_path / "run2"), *args[5:], "--steps", "2", "--data-dir", str(data),
+                 "--size-weights", "Q=1"]) == 1
+    assert "--size-weights names Q, not a smaller size" in capsys.readouterr().err
 
     cached, record, _ = load_checkpoint(run / "tokens")
     assert cached["tokens"].dtype == torch.int16  # a quarter of int64's size, same indices
@@ -250,7 +263,7 @@ def test_train_cli_caches_tokens_once_and_trains_from_the_cache(tmp_path):
     # Resuming needs only the cache: the data set can be gone.
     for f in data.iterdir():
         f.unlink()
-    assert main(args + ["--steps", "3", "--resume", "--extend"]) == 0
+    assert main(args + ["--steps", "3", "--resume", "--extend", "--size-weights", "S=2,M=3"]) == 0
     assert json.loads((run / "last.json").read_text())["extra"]["step"] == 3
 
 
