@@ -35,7 +35,7 @@ def measure(model_cfg: ModelConfig, batch: int, steps: int, warmup: int, device:
     live = list(model.state_dict().values())
     data = TokenData(torch.randint(0, model_cfg.vocab_size, (50_000, model_cfg.seq_len), device=device),
                      torch.randint(0, model_cfg.num_classes, (50_000,), device=device))
-    sizes = sorted(model_cfg.sizes, key=lambda s: -model_cfg.sizes[s])
+    sizes = model_cfg.small_to_large
     loss_fn = torch.compile(nested_loss) if compile else nested_loss
     gen = torch.Generator(device=device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)

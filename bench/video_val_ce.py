@@ -48,8 +48,7 @@ def main(argv=None) -> int:
         data = TokenData(encode_clips(load_tokenizer(args.tokenizer), frames), labels)
     rows = []
     for stem, (model, _) in models.items():
-        sizes = sorted(model.cfg.sizes, key=lambda s: -model.cfg.sizes[s])
-        per_seed = [validation_ce(model, data, sizes, model.cfg.mask_id, seed) for seed in args.mask_seeds]
+        per_seed = [validation_ce(model, data, model.cfg.small_to_large, model.cfg.mask_id, seed) for seed in args.mask_seeds]
         row = {"checkpoint": stem, **{k: sum(r[k] for r in per_seed) / len(per_seed) for k in per_seed[0]}}
         rows.append(row)
         print(f"{stem}: " + ", ".join(f"{k[7:]} {v:.3f}" for k, v in row.items() if k.startswith("val_ce_")))

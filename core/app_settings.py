@@ -9,7 +9,6 @@ from core.cache import CachePolicy, format_stride, parse_stride
 from core.data import CLASS_NAMES
 from core.decode import DecodeConfig
 from core.masking import MASK_SCHEDULES
-from core.nested import ModelConfig
 from core.schedule import PRESETS, parse_schedule, preset
 
 UNCONDITIONAL = "unconditional"
@@ -156,10 +155,6 @@ def apply_table_edits(text: str, steps: int, edited_rows: dict) -> str:
         if "size" in change and change["size"]:
             sizes[int(row)] = change["size"]
     return parse_schedule(",".join(sizes), steps).text
-
-
-def sizes_small_to_large(cfg: ModelConfig) -> list[str]:
-    return sorted(cfg.sizes, key=lambda s: -cfg.sizes[s])
 
 
 def planned_actions(sizes, stride) -> list[str]:

@@ -124,10 +124,13 @@ def _named_as_flags(exc: ValueError) -> ValueError:
     return ValueError(re.sub(r"TrainConfig\.(\w+)", lambda m: _flag(m.group(1)), str(exc)))
 
 
-def checked_sizes(cfg, model_cfg) -> None:
-    """--size-weights against the run's model, once its sizes are known (before the model is built)."""
+def _train(*args, **kwargs):
+    """core.train.train, with a setting it refuses (e.g. --size-weights that fit no size of the model) named as
+    the flag that sets it."""
+    from core.train import train
+
     try:
-        cfg.check_sizes(model_cfg)
+        return train(*args, **kwargs)
     except ValueError as exc:
         raise _named_as_flags(exc) from None
 
@@ -234,8 +237,6 @@ def _finish(args, argv, final, t0) -> None:
 
 
 def cmd_train(args, argv) -> None:
-    from core.train import train
-
     set_threads(args.threads)
     out = Path(args.out)
     resumed = resumed_run(args, out)
@@ -244,22 +245,21 @@ def cmd_train(args, argv) -> None:
     vocab = tokens_record["codebook_size"]
     init, init_config, init_record = init_point(args, resumed, tokens_record.get("tokenizer_sha256"))
     model_cfg = model_config(args, resumed, {"vocab_size": vocab, "seq_len": data.tokens.shape[1]}, init_config)
-    checked_sizes(cfg, model_cfg)
     if model_cfg.vocab_size != vocab:
         raise ValueError(f"the run's vocabulary ({model_cfg.vocab_size}) is not the tokenizer's ({vocab})")
     t0 = time.time()
-    final = train(model_cfg, cfg, data.to(args.device), out, resume=args.resume, extend=args.extend,
-                  device=args.device, val_data=val.to(args.device) if val else None, val_every=args.val_every,
-                  compile=args.compile, init_weights=init,
-                  record={"tokenizer_sha256": tokens_record.get("tokenizer_sha256"), **init_record,
-                          **_started_by(argv, resumed)})
+    final = _train(model_cfg, cfg, data.to(args.device), out, resume=args.resume, extend=args.extend,
+                   device=args.device, val_data=val.to(args.device) if val else None, val_every=args.val_every,
+                   compile=args.compile, init_weights=init,
+                   record={"tokenizer_sha256": tokens_record.get("tokenizer_sha256"), **init_record,
+                           **_started_by(argv, resumed)})
     _finish(args, argv, final, t0)
 
 
 def cmd_train_video(args, argv) -> None:
     import torch
 
-    from core.train import TokenData, train
+    from core.train import TokenData
     from core.video import ClipConfig, ClipTokens, MovingFashionMNIST, encode_clips, held_out_clips
 
     set_threads(args.threads)
@@ -287,14 +287,13 @@ def cmd_train_video(args, argv) -> None:
         init, init_config = first_frames(init, init_config, clips.frames)
         init_record["init_from"]["frames_kept"] = clips.frames
     model_cfg = model_config(args, resumed, model_base, init_config)
-    checked_sizes(cfg, model_cfg)
     if cfg.prefix_len != clips.prefix_len or model_cfg.seq_len != clips.seq_len:
         raise ValueError("the run's sequence layout does not match its clip settings")
     t0 = time.time()
-    final = train(model_cfg, cfg, data, out, resume=args.resume, extend=args.extend, device=args.device,
-                  val_data=val, val_every=args.val_every, compile=args.compile, init_weights=init,
-                  record={"clips": clips.to_dict(), "tokenizer_sha256": record["tokenizer_sha256"], **init_record,
-                          **_started_by(argv, resumed)})
+    final = _train(model_cfg, cfg, data, out, resume=args.resume, extend=args.extend, device=args.device,
+                   val_data=val, val_every=args.val_every, compile=args.compile, init_weights=init,
+                   record={"clips": clips.to_dict(), "tokenizer_sha256": record["tokenizer_sha256"], **init_record,
+                           **_started_by(argv, resumed)})
     _finish(args, argv, final, t0)
 
 

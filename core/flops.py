@@ -58,7 +58,7 @@ def sizes_table(model) -> list[dict]:
     return [{"size": s, "width": cfg.width(s), "heads": cfg.heads // cfg.divisor(s),
              "parameters (M)": round(model.num_params(s) / 1e6, 3),
              "GFLOPs per full pass": round(sum(pass_flops(cfg, s, n, n, cfg.seq_len).values()) / 1e9, 4)}
-            for s in sorted(cfg.sizes, key=lambda s: -cfg.sizes[s])]
+            for s in cfg.small_to_large]
 
 
 def _register_cpu_attention() -> None:

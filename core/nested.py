@@ -73,6 +73,11 @@ class ModelConfig:
     def full_size(self) -> str:
         return next(n for n, p in self.sizes.items() if p == 1)
 
+    @property
+    def small_to_large(self) -> list[str]:
+        """The size names from the narrowest sub-model to the full model."""
+        return sorted(self.sizes, key=lambda s: -self.sizes[s])
+
     def width(self, size: str) -> int:
         return self.dim // self.divisor(size)
 

@@ -193,7 +193,7 @@ def run(pipe, ablation=None, n_per_class: int = 100, batch_size: int = 100, reps
                     "temperature": base_cfg.temperature, "steps": base_cfg.steps, "bootstrap_reps": reps,
                     "date": time.strftime("%Y-%m-%d")}, "claims": {}, "rows": []}
     t_start = time.perf_counter()
-    sizes = sorted(model.cfg.sizes, key=lambda s: -model.cfg.sizes[s])  # smallest to full
+    sizes = model.cfg.small_to_large
     baseline = get("baseline", "baseline", 1)
     if "a" in claims:
         out["claims"]["a"] = claim_a(baseline, get("magnets, stride never", "magnets", None), reps)

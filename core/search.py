@@ -79,7 +79,7 @@ def parse_setting(text: str, base: DecodeConfig, model_cfg) -> Candidate:
 
 
 def search_space(model_cfg, base: DecodeConfig, strides=SEARCH_STRIDES, granularity: int = 1) -> list[Candidate]:
-    sizes = tuple(sorted(model_cfg.sizes, key=lambda s: -model_cfg.sizes[s]))  # small to large
+    sizes = tuple(model_cfg.small_to_large)
     out = []
     for schedule in compositions(base.steps, granularity, sizes):
         for stride in strides:

@@ -85,7 +85,7 @@ class TrainConfig:
 
     def check_sizes(self, model_cfg: ModelConfig) -> None:
         """Refuse size_weights that name no smaller size of this model (the full model's weight is fixed at 1)."""
-        smaller = sorted(model_cfg.sizes, key=lambda s: -model_cfg.sizes[s])[:-1]
+        smaller = model_cfg.small_to_large[:-1]
         unknown = sorted(set(self.size_weights) - set(smaller))
         if unknown:
             raise ValueError(f"TrainConfig.size_weights names {', '.join(unknown)}, not a smaller size of this model "
@@ -274,7 +274,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data, out_dir, resume: bool 
     model = NestedTransformer(model_cfg).to(device)
     if init_weights is not None:
         model.load_state_dict(init_weights)
-    sizes = sorted(model_cfg.sizes, key=lambda s: -model_cfg.sizes[s])  # smallest .. full
+    sizes = model_cfg.small_to_large
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "emb" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "emb" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},

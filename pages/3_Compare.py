@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import streamlit as st
 
-from core.app_settings import LIMITS, ignored, sizes_small_to_large, stride_choices
+from core.app_settings import LIMITS, ignored, stride_choices
 from core.cache import format_stride, parse_stride
 from core.compare import diff_overlay, run_setting, summary_rows, token_diff
 from core.data import CLASS_NAMES
@@ -144,7 +144,7 @@ for i, (col, run, name, row) in enumerate(zip(st.columns(len(runs)), runs, shown
     col.markdown(f"label accuracy **{run.label_accuracy:.0%}** (95 % interval {row['label_accuracy_lo']:.0%}-"
                  f"{row['label_accuracy_hi']:.0%}) · p(class) **{run.p_class:.2f}**")
     col.image(image_tile(run.images), caption="final images", width="stretch")
-    col.plotly_chart(token_grid_figure(run.result.records, 0, cfg.mask_id, sizes_small_to_large(cfg),
+    col.plotly_chart(token_grid_figure(run.result.records, 0, cfg.mask_id, cfg.small_to_large,
                                        None if i == 0 else reference), key=f"{P}grid_{i}",
                      config={"displayModeBar": False})
     if i == 0:

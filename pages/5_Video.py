@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import streamlit as st
 
-from core.app_settings import CHOICES, LIMITS, VideoSettings, sizes_small_to_large, stride_choices
+from core.app_settings import CHOICES, LIMITS, VideoSettings, stride_choices
 from core.data import CLASS_NAMES, ENV_VAR, DatasetMissingError
 from core.decode import StepRecord
 from core.figures import decode_animation, flops_figures, flops_headline, flops_rows, psnr_figure
@@ -175,7 +175,7 @@ else:
                    f"{', '.join(CLASS_NAMES[v] for v in votes)}; majority **{CLASS_NAMES[majority(votes[None])[0]]}** "
                    f"(asked: {result.settings.cls}). Label accuracy over the {n} clip(s): "
                    f"**{result.scores['label_accuracy']:.0%}**.")
-chart(decode_animation(result.records, result.strips[:, sample], cfg.mask_id, sizes_small_to_large(cfg), sample,
+chart(decode_animation(result.records, result.strips[:, sample], cfg.mask_id, cfg.small_to_large, sample,
                        pace, frames=T), key=P + "animation", config={"displayModeBar": False})
 per_step, cumulative = flops_figures(rows, len(result.records), per="clip")
 c1, c2 = st.columns(2)

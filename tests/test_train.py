@@ -50,13 +50,18 @@ def _reference_loss_parts(model, tokens, labels, mask, mask_id, small, lam):
     return ce(full), ce(student), kl
 
 
-@pytest.mark.parametrize("lam", [1.0, 0.3, 0.0])
-def test_nested_loss_matches_the_design_formula(lam):
+def _tiny_batch(labels):
+    """A random tiny model and one masked batch of 4 (seeded)."""
     torch.manual_seed(0)
     model = NestedTransformer(TINY)
     x = torch.randint(0, 16, (4, 16))
     mask = torch.rand(4, 16) < 0.5
-    y = torch.tensor([0, 1, 2, 10])
+    return model, x, torch.tensor(labels), mask
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.3, 0.0])
+def test_nested_loss_matches_the_design_formula(lam):
+    model, x, y, mask = _tiny_batch([0, 1, 2, 10])
     total, parts = nested_loss(model, x, y, mask, TINY.mask_id, ["XS", "L"], lam)
     ce_full, ce_small, kl = _reference_loss_parts(model, x, y, mask, TINY.mask_id, "XS", lam)
     torch.testing.assert_close(total, ce_full + lam * ce_small + (1 - lam) * kl)
@@ -64,11 +69,7 @@ def test_nested_loss_matches_the_design_formula(lam):
 
 
 def test_size_weights_scale_each_smaller_sizes_term_and_nothing_else():
-    torch.manual_seed(0)
-    model = NestedTransformer(TINY)
-    x = torch.randint(0, 16, (4, 16))
-    mask = torch.rand(4, 16) < 0.5
-    y = torch.tensor([0, 1, 2, 10])
+    model, x, y, mask = _tiny_batch([0, 1, 2, 10])
     lam = 0.3
     ce_full, ce_xs, kl_xs = _reference_loss_parts(model, x, y, mask, TINY.mask_id, "XS", lam)
     _, ce_s, kl_s = _reference_loss_parts(model, x, y, mask, TINY.mask_id, "S", lam)
@@ -102,11 +103,7 @@ def test_size_weights_change_what_a_run_learns(tmp_path):
 
 def test_distillation_does_not_pull_the_teacher_toward_the_student():
     """With lambda = 0 the full model's gradient is that of its own cross-entropy alone (stop-gradient)."""
-    torch.manual_seed(0)
-    model = NestedTransformer(TINY)
-    x = torch.randint(0, 16, (4, 16))
-    mask = torch.rand(4, 16) < 0.5
-    y = torch.tensor([0, 1, 2, 3])
+    model, x, y, mask = _tiny_batch([0, 1, 2, 3])
     total, _ = nested_loss(model, x, y, mask, TINY.mask_id, ["XS", "L"], lam=0.0)
     total.backward()
     got = model.head.weight.grad[:, 4:].clone()  # columns only the full model reads (XS is 4 wide)

@@ -10,7 +10,7 @@ import streamlit as st
 from core.decode import DecodeConfig
 from core.nested import ModelConfig
 from core.schedule import parse_schedule, preset
-from core.app_settings import CHOICES, LIMITS, Settings, apply_table_edits, matching_preset, planned_actions, preset_names, sizes_small_to_large, stride_choices
+from core.app_settings import CHOICES, LIMITS, Settings, apply_table_edits, matching_preset, planned_actions, preset_names, stride_choices
 
 CUSTOM = "custom"
 P = "gen_"  # this page's session-state keys (other pages have their own prefixes)
@@ -104,7 +104,7 @@ def _schedule_editor(cfg: ModelConfig):
         st.data_editor(table, key=key, on_change=_on_table, args=(key,), hide_index=True, num_rows="fixed",
                        disabled=["step", "cache"], width="stretch",
                        column_config={"size": st.column_config.SelectboxColumn(
-                           "sub-model", options=sizes_small_to_large(cfg), required=True)})
+                           "sub-model", options=cfg.small_to_large, required=True)})
 
 
 def settings_panel(cfg: ModelConfig, defaults: DecodeConfig) -> tuple[Settings, bool]:

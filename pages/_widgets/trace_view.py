@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import streamlit as st
 
-from core.app_settings import Settings, sizes_small_to_large
+from core.app_settings import Settings
 from core.decode import DecodeConfig, StepRecord, decode
 from core.figures import decode_animation, drift_figure, flops_figures, flops_headline, flops_rows, quality_figure
 from core.metrics import step_quality
@@ -76,7 +76,7 @@ def show(pipe: Pipeline, trace: Trace, sample: int, pace_ms: int) -> None:
                 f"{sum(r['total'] for r in rows) / 1e9:.3f} GFLOPs per image vs "
                 f"{sum(r['baseline'] for r in rows) / 1e9:.3f} for the full model · model wall time "
                 f"{1000 * trace.model_time:.0f} ms (+{1000 * trace.preview_time:.0f} ms previews and scoring)")
-    order = sizes_small_to_large(cfg)
+    order = cfg.small_to_large
     chart(decode_animation(trace.records, trace.previews[:, sample], cfg.mask_id, order, sample, pace_ms),
           key="gen_animation", config={"displayModeBar": False})
     st.markdown(legend_markdown(STATE_NAMES, STATE_COLOURS) + " · sub-models, light to dark: " + ", ".join(order)
