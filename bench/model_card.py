@@ -156,8 +156,10 @@ def _lineage(extra: dict) -> str:
     trained = f"Fine-tuned by `{extra['command']}` ({_wall(extra)})"
     while start:
         made = "fine-tuned" if start.get("init_from") else "trained"
+        widened = (f" widened {start['widened']}x (it became the sub-model of divisor {start['widened']})"
+                   if start.get("widened") else "")
         trained += (f", starting from `{start['path']}` as it was then (sha256 {start['sha256'][:12]}..., step "
-                    f"{start['step']}), which was {made} by `{start['command']}`")
+                    f"{start['step']}){widened}, which was {made} by `{start['command']}`")
         start = start.get("init_from")
     return trained
 

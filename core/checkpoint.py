@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 MANIFEST_NAME = "MANIFEST.json"
+INT8_SCALE = ".int8_scale"  # suffix of the per-row float16 scales of a weight stored as int8 (to_int8)
 _SHIPPED = Path(__file__).resolve().parents[1] / "assets"
 
 
@@ -60,6 +61,35 @@ def save_checkpoint(path_stem: str | Path, state_dict: dict[str, torch.Tensor],
     save_file(tensors, str(weights))
     meta.write_text(json.dumps({"config": config, "extra": extra or {}}, indent=2, sort_keys=True) + "\n")
     return weights, meta
+
+
+def to_int8(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict for storage at about half float16's bytes: every floating matrix (or higher) as int8 with one
+    float16 scale per row (the row's largest magnitude / 127, under the name + INT8_SCALE), so each weight is off
+    by at most half a step of its row; vectors (biases, LayerNorm) as float16. load_checkpoint reads it back."""
+    out = {}
+    for name, t in state_dict.items():
+        if not t.is_floating_point():
+            out[name] = t
+        elif t.dim() < 2:
+            out[name] = t.half()
+        else:
+            scale = (t.float().abs().amax(-1, keepdim=True) / 127).clamp_min(1e-7).half()
+            out[name] = (t.float() / scale.float()).round().clamp(-127, 127).to(torch.int8)
+            out[name + INT8_SCALE] = scale
+    return out
+
+
+def _from_int8(state_dict: dict[str, torch.Tensor], weights: Path) -> dict[str, torch.Tensor]:
+    """The float32 weights of a state dict written by to_int8 (others pass through)."""
+    scaled = [k[: -len(INT8_SCALE)] for k in state_dict if k.endswith(INT8_SCALE)]
+    for name in scaled:
+        q, scale = state_dict.get(name), state_dict.pop(name + INT8_SCALE)
+        if q is None or q.dtype != torch.int8 or q.shape[:-1] != scale.shape[:-1]:
+            raise CheckpointError(f"{weights}: {name}{INT8_SCALE} scales no int8 weight of its rows; "
+                                  f"{fix_hint(weights)}")
+        state_dict[name] = q.float() * scale.float()
+    return state_dict
 
 
 def _verify_against_manifest(path: Path) -> None:
@@ -108,7 +138,7 @@ def load_checkpoint(path_stem: str | Path) -> tuple[dict[str, torch.Tensor], dic
         state_dict = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights}: unreadable safetensors file ({exc}); {fix_hint(weights)}") from None
-    return state_dict, config, extra
+    return _from_int8(state_dict, weights), config, extra
 
 
 def load_module(path_stem: str | Path, build: Callable[[dict], torch.nn.Module],

@@ -52,10 +52,16 @@ def add_run_args(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--tokenizer", default="assets/tokenizer")
     p.add_argument("--out", type=output_dir, default=out, help="run folder: checkpoints, metrics.jsonl")
     p.add_argument("--export", default=None, help="also write the final weights here (e.g. assets/transformer)")
+    p.add_argument("--export-dtype", choices=["float16", "int8"], default="float16",
+                   help="how --export stores the weights: float16, or int8 with a float16 scale per row (half the "
+                        "bytes again; default float16)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--extend", action="store_true", help="with --resume: lengthen the run to --steps (recorded)")
     p.add_argument("--init-from", default=None, metavar="STEM",
                    help="start from these weights, not random ones (a fine-tune with its own curves; recorded)")
+    p.add_argument("--widen", type=positive_int, default=1, metavar="K",
+                   help="with --init-from: a K-times wider model (dim and heads times K) whose sub-model of divisor K"
+                        " is the starting model, unchanged; the new weights are freshly initialised (default 1)")
     p.add_argument("--val-every", type=nonneg_int, default=100, help="held-out cross-entropy every N steps (0: never)")
     p.add_argument("--compile", action="store_true", help="torch.compile the loss (GPU throughput)")
     p.add_argument("--data-dir", type=existing_dir, default=None, help="folder with the Fashion-MNIST idx files")
@@ -88,6 +94,12 @@ def init_point(args, resumed, tokenizer_sha256: str | None) -> tuple[dict | None
               "command": extra.get("command") or extra.get("training_command")}
     if extra.get("init_from"):  # the starting weights were a fine-tune too: carry the whole lineage
         record["init_from"] = extra["init_from"]
+    if args.widen != 1:
+        if args.widen not in config.get("sizes", {}).values():
+            raise ValueError(f"--widen {args.widen}: the starting model would become the sub-model of divisor "
+                             f"{args.widen}, and its sizes {config.get('sizes')} have none; use one of their divisors")
+        config = {**config, "dim": config["dim"] * args.widen, "heads": config["heads"] * args.widen}
+        record["widened"] = args.widen
     if tokenizer_sha256 and extra.get("tokenizer_sha256", tokenizer_sha256) != tokenizer_sha256:
         raise ValueError(f"--init-from {stem} was trained on another tokenizer than --tokenizer {args.tokenizer}")
     if resumed is not None:
@@ -106,6 +118,8 @@ def train_config(args, resumed, train_base: dict):
 
     if args.extend and not args.resume:
         raise ValueError("--extend lengthens a run that --resume continues: give both, or neither for a new run")
+    if args.widen != 1 and args.init_from is None:
+        raise ValueError("--widen grows the model that --init-from names: give --init-from too")
     given = {k: getattr(args, k) for k in (*TRAIN_FLAGS, "distill", "bf16") if getattr(args, k) is not None}
     if given.get("ema_decay") == 0:
         given["ema_decay"] = None
@@ -219,16 +233,21 @@ def _started_by(argv, resumed) -> dict:
 
 
 def _finish(args, argv, final, t0) -> None:
-    from core.checkpoint import load_checkpoint, save_checkpoint, update_manifest
+    from core.checkpoint import load_checkpoint, save_checkpoint, to_int8, update_manifest
 
     if args.export and int(os.environ.get("RANK", "0")) == 0:
         state, config, extra = load_checkpoint(final)
         # Half the bytes, and no measurable change in samples: shipped checkpoints have a 60 MB budget in all.
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        if args.export_dtype == "int8":
+            state = to_int8(state)
+            stored_as = "int8 matrices with a float16 scale per row, float16 vectors (loaded into float32)"
+        else:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+            stored_as = "float16 weights (loaded into float32)"
         this = command_line(argv)
         started = extra.get("command", this)  # the run records the command that began it
         extra = {**extra, "command": started, "last_session_seconds": round(time.time() - t0),
-                 "stored_as": "float16 weights (loaded into float32)"}
+                 "stored_as": stored_as}
         if this != started:
             extra["exported_by"] = this
         save_checkpoint(args.export, state, config, extra)

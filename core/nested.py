@@ -253,6 +253,30 @@ def extract_submodel(model: NestedTransformer, size: str) -> NestedTransformer:
     return small
 
 
+def embed_submodel(model: NestedTransformer, state: dict[str, torch.Tensor]) -> str:
+    """The inverse of extract_submodel: copy `state`, the weights of a standalone transformer as wide as one of
+    `model`'s sub-models (same depth, head_dim and vocabulary), into the slices that sub-model uses. The other
+    entries keep `model`'s own values, so a trained model becomes a wider one's sub-model: its sub-model of divisor
+    q becomes the wider one's of divisor q * (the width ratio), unchanged. Weights of `model`'s full width simply
+    replace its own. Returns the name of the sub-model that now computes what `state` did."""
+    cfg = model.cfg
+    width = state["ln_f.weight"].shape[0] if "ln_f.weight" in state else None
+    size = next((s for s in cfg.sizes if cfg.width(s) == width), None)
+    if size is None:
+        widths = ", ".join(f"{s} {cfg.width(s)}" for s in cfg.small_to_large)
+        raise ValueError(f"weights of width {width} are no sub-model of this width-{cfg.dim} model (widths: {widths})")
+    with torch.device("meta"):
+        expected = {k: tuple(t.shape) for k, t in NestedTransformer(sub_config(cfg, size)).state_dict().items()}
+    wrong = sorted(set(expected) ^ set(state)) + [f"{k} {tuple(state[k].shape)} (want {v})" for k, v in
+                                                   expected.items() if k in state and tuple(state[k].shape) != v]
+    if wrong:
+        raise ValueError(f"the weights do not have the layout of sub-model {size} of this model: {', '.join(wrong[:4])}")
+    with torch.no_grad():
+        for name, t in model.state_dict().items():  # state_dict() shares the parameters' memory
+            t[tuple(slice(0, n) for n in state[name].shape)].copy_(state[name])
+    return size
+
+
 def upgrade_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Read a checkpoint of the first format (separate `blocks.i.{q,k,v}`, and a position entry for the class
     token that no forward used) as the current one: q/k/v interleaved per head into `blocks.i.qkv`, the unused

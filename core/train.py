@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from core.checkpoint import load_checkpoint, save_checkpoint
-from core.nested import ModelConfig, NestedTransformer
+from core.nested import ModelConfig, NestedTransformer, embed_submodel
 
 
 @dataclass(frozen=True)
@@ -259,7 +259,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data, out_dir, resume: bool 
     TokenData); write checkpoints, metrics.jsonl and final weights in out_dir. `record` is kept in every
     checkpoint's extra (e.g. what the data was made with). `init_weights` start a fresh run from trained weights
     instead of random ones (a fine-tune: new optimizer, EMA and curves); a resumed run ignores them, its
-    checkpoint holds them. Returns the stem of the final weights (`<out_dir>/transformer`)."""
+    checkpoint holds them. Narrower `init_weights` become the sub-model of their width, and the rest
+    keeps its seeded initialisation (a widened model). Returns the stem of the final weights
+    (`<out_dir>/transformer`)."""
     cfg.check_sizes(model_cfg)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank, world = 0, 1
@@ -272,8 +274,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data, out_dir, resume: bool 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = NestedTransformer(model_cfg).to(device)
-    if init_weights is not None:
-        model.load_state_dict(init_weights)
+    if init_weights is not None:  # a narrower model's weights fill their sub-model's slices (embed_submodel)
+        embed_submodel(model, init_weights)
     sizes = model_cfg.small_to_large
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "emb" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "emb" not in n)]

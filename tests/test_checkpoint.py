@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.checkpoint import CheckpointError, load_checkpoint, load_module, save_checkpoint, update_manifest
+from core.checkpoint import (INT8_SCALE, CheckpointError, load_checkpoint, load_module, save_checkpoint, to_int8,
+                             update_manifest)
 
 
 @dataclass
@@ -18,6 +19,34 @@ def _save(tmp_path, stem="model"):
     state = {"w": torch.arange(12.0).view(3, 4), "b": torch.zeros(4)}
     save_checkpoint(tmp_path / stem, state, TinyConfig(), {"note": "hi"})
     return state
+
+
+def test_int8_storage_is_within_half_a_step_of_each_row_at_about_half_the_bytes(tmp_path):
+    torch.manual_seed(0)
+    rows = torch.logspace(-3, 1, 64).unsqueeze(1)  # rows of very different magnitudes each get their own step
+    state = {"w": torch.randn(64, 256) * rows, "emb": torch.randn(2, 64, 256), "bias": torch.randn(256),
+             "ids": torch.arange(10)}
+    save_checkpoint(tmp_path / "half", {k: v.half() if v.is_floating_point() else v for k, v in state.items()}, {})
+    save_checkpoint(tmp_path / "int8", to_int8(state), {})
+    loaded = load_checkpoint(tmp_path / "int8")[0]
+    assert set(loaded) == set(state) and loaded["w"].dtype == torch.float32
+    for name in ("w", "emb"):
+        step = state[name].abs().amax(-1, keepdim=True) / 127
+        assert ((loaded[name] - state[name]).abs() <= step / 2 * 1.001 + 1e-9).all(), name
+    assert torch.equal(loaded["bias"], state["bias"].half().float()) and torch.equal(loaded["ids"], state["ids"])
+    ratio = (tmp_path / "int8.safetensors").stat().st_size / (tmp_path / "half.safetensors").stat().st_size
+    assert 0.45 < ratio < 0.6
+
+
+def test_a_scale_without_its_int8_weight_is_a_checkpoint_error(tmp_path):
+    save_checkpoint(tmp_path / "m", {"w" + INT8_SCALE: torch.ones(3, 1).half(), "w": torch.ones(3, 4)}, {})
+    with pytest.raises(CheckpointError, match=f"w{INT8_SCALE} scales no int8 weight"):
+        load_checkpoint(tmp_path / "m")
+
+
+def test_the_shipped_checkpoints_fit_their_60_mb_budget():
+    shipped = sorted((Path(__file__).resolve().parents[1] / "assets").glob("*.safetensors"))
+    assert shipped and sum(p.stat().st_size for p in shipped) < 60e6
 
 
 def test_round_trip(tmp_path):

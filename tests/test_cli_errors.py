@@ -121,6 +121,8 @@ CASES = [
     (["train", "--label-smoothing", "1.5"], "--label-smoothing"),
     (["train", "--extend"], "--extend"),
     (["train-video", "--extend"], "--extend"),
+    (["train-video", "--widen", "2"], "--init-from"),
+    (["train", "--widen", "0"], "--widen"),
     (["train-video", "--size-weights", "S2"], "--size-weights"),
     (["train-video", "--size-weights", "S=inf"], "--size-weights"),
     (["train", "--size-weights", "S=1,S=2"], "twice"),

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from core.cache import KVCache
-from core.nested import ModelConfig, NestedTransformer, extract_submodel
+from core.nested import ModelConfig, NestedTransformer, embed_submodel, extract_submodel
 
 
 @pytest.mark.parametrize("size", ["XS", "S", "M", "L"])
@@ -14,6 +14,37 @@ def test_submodel_equals_standalone_copy(tiny_model, size):
     assert small.cfg.dim == cfg.dim // cfg.sizes[size]
     with torch.no_grad():
         torch.testing.assert_close(tiny_model(tokens, labels, size), small(tokens, labels), rtol=1e-5, atol=1e-5)
+
+
+def test_a_model_embedded_in_a_twice_wider_one_is_its_sub_model_unchanged(tiny_model):
+    """Widening: the model's sub-model of divisor q is the wider model's of divisor 2q, logits and all, and the
+    wider model's weights outside those slices keep their initialisation."""
+    cfg = tiny_model.cfg
+    torch.manual_seed(1)
+    wide = NestedTransformer(ModelConfig(**{**cfg.to_dict(), "dim": 2 * cfg.dim, "heads": 2 * cfg.heads})).eval()
+    before = {k: v.clone() for k, v in wide.state_dict().items()}
+    assert embed_submodel(wide, tiny_model.state_dict()) == "M"
+    tokens = torch.randint(0, cfg.vocab_size + 1, (3, cfg.seq_len))
+    labels = torch.tensor([0, 5, cfg.null_class])
+    with torch.no_grad():
+        for narrow, wider in (("L", "M"), ("M", "S"), ("S", "XS")):
+            torch.testing.assert_close(wide(tokens, labels, wider), tiny_model(tokens, labels, narrow))
+        assert not torch.allclose(wide(tokens, labels, "L"), wide(tokens, labels, "M"), atol=1e-3)
+    for name, t in wide.state_dict().items():
+        outside = torch.ones_like(t, dtype=torch.bool)
+        outside[tuple(slice(0, n) for n in tiny_model.state_dict()[name].shape)] = False
+        assert torch.equal(t[outside], before[name][outside]), name
+
+
+def test_embedding_refuses_weights_of_no_sub_model(tiny_model):
+    cfg = tiny_model.cfg
+    shallower = NestedTransformer(ModelConfig(**{**cfg.to_dict(), "dim": cfg.dim // 2, "heads": cfg.heads // 2,
+                                                 "layers": 1, "sizes": {"L": 1}}))
+    with pytest.raises(ValueError, match="layout of sub-model M.*blocks.1"):
+        embed_submodel(tiny_model, shallower.state_dict())
+    odd = NestedTransformer(ModelConfig(**{**cfg.to_dict(), "dim": 24, "heads": 3, "sizes": {"L": 1}}))
+    with pytest.raises(ValueError, match="width 24 are no sub-model"):
+        embed_submodel(tiny_model, odd.state_dict())
 
 
 def test_sizes_share_weights_and_differ(tiny_model):

@@ -199,6 +199,30 @@ def test_a_run_of_shorter_clips_starts_from_a_model_of_longer_ones(video_assets,
     assert torch.allclose(state["blocks.0.qkv.weight"], longer["blocks.0.qkv.weight"].float(), atol=1e-5)
 
 
+def test_a_run_can_start_from_a_model_widened_into_its_sub_model(video_assets, tmp_path, capsys):
+    assets, data = video_assets
+    narrow, narrow_config, _ = load_checkpoint(assets / "video_transformer")
+    args = ["train-video", "--tokenizer", str(assets / "tokenizer"), "--init-from", str(assets / "video_transformer"),
+            "--out", str(tmp_path / "run"), "--steps", "1", "--batch-size", "2", "--lr", "1e-9", "--warmup-steps", "0",
+            "--ema-decay", "0", "--frames", "4", "--given-frames", "1", "--device", "cpu", "--threads", "1",
+            "--data-dir", str(data)]
+    assert main(args + ["--widen", "3"]) == 1  # no size has divisor 3
+    assert "--widen 3" in capsys.readouterr().err
+    assert main(args + ["--widen", "2", "--export", str(tmp_path / "int8"), "--export-dtype", "int8"]) == 0
+    state, config, extra = load_checkpoint(tmp_path / "run" / "transformer")
+    exported, _, exported_extra = load_checkpoint(tmp_path / "int8")
+    assert exported_extra["stored_as"].startswith("int8")
+    for name, t in state.items():  # int8 export: each weight within half a step of its row
+        step = t.abs().amax(-1, keepdim=True) / 127 if t.dim() >= 2 else t.abs() * 2**-10
+        assert ((exported[name] - t).abs() <= step / 2 * 1.001 + 1e-7).all(), name
+    assert (config["dim"], config["heads"]) == (2 * narrow_config["dim"], 2 * narrow_config["heads"])
+    assert extra["init_from"]["widened"] == 2
+    for name, t in narrow.items():  # the starting model is the wider one's M, after one step of lr 1e-9
+        torch.testing.assert_close(state[name][tuple(slice(0, n) for n in t.shape)], t.float(), atol=1e-5, rtol=0)
+    rows = narrow["blocks.0.fc1.weight"].shape[0]
+    assert state["blocks.0.fc1.weight"][rows:].abs().sum() > 0  # the new rows are initialised, not zero
+
+
 @pytest.mark.parametrize("task", ["generate", "predict"])
 def test_sample_video_writes_the_fields_an_outside_scorer_reads(video_assets, tmp_path, monkeypatch, task):
     assets, data = video_assets
