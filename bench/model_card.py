@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.decode_speed import machine  # noqa: E402
-from core.checkpoint import load_checkpoint, update_manifest  # noqa: E402
+from core.checkpoint import load_checkpoint, load_meta, update_manifest  # noqa: E402
 from core.data import CLASS_NAMES  # noqa: E402
 from core.cache import format_stride  # noqa: E402
 from core.evaluate import evaluate  # noqa: E402
@@ -164,6 +164,15 @@ def _lineage(extra: dict) -> str:
     return trained
 
 
+def _stored_as(assets: Path) -> str:
+    """How each transformer checkpoint stores its weights, as its export recorded."""
+    kinds = {}
+    for stem, _ in CHECKPOINTS:
+        if (assets / f"{stem}.json").exists() and (kind := load_meta(assets / stem)[1].get("stored_as")):
+            kinds.setdefault(kind, []).append(f"`{stem}`")
+    return "; ".join(f"{', '.join(stems)}: {kind}" for kind, stems in kinds.items())
+
+
 def _checkpoint_rows(assets: Path) -> list[str]:
     rows = []
     for stem, what in CHECKPOINTS:
@@ -209,7 +218,7 @@ def render(assets: Path, results: dict) -> str:
         "## Checkpoints", "",
         "| checkpoint | what | trained by | training time | size |", "|---|---|---|---|---:|",
         *_checkpoint_rows(assets), "",
-        f"Transformer weights are stored as float16 and loaded into float32. Scored on: {meta['machine']}.", "",
+        f"Transformer weights as stored: {_stored_as(assets)}. Scored on: {meta['machine']}.", "",
         "## Tokenizer and evaluators", "",
         f"- Tokenizer, test split (28x28 crop): PSNR {tm['test_psnr_db']:.2f} dB, MSE {tm['test_mse']:.5f}, codebook "
         f"usage {tm['test_codebook_usage']:.1%}, perplexity {tm['test_perplexity']:.0f}.",

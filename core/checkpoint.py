@@ -65,8 +65,9 @@ def save_checkpoint(path_stem: str | Path, state_dict: dict[str, torch.Tensor],
 
 def to_int8(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state dict for storage at about half float16's bytes: every floating matrix (or higher) as int8 with one
-    float16 scale per row (the row's largest magnitude / 127, under the name + INT8_SCALE), so each weight is off
-    by at most half a step of its row; vectors (biases, LayerNorm) as float16. load_checkpoint reads it back."""
+    float32 scale per row (the row's largest magnitude / 127, under the name + INT8_SCALE), so each weight is off
+    by at most half a step of its row; vectors (biases, LayerNorm) as float16. load_checkpoint reads it back.
+    The scales stay float32 because float16 ones go subnormal, and coarse, for rows below about 1e-3."""
     out = {}
     for name, t in state_dict.items():
         if not t.is_floating_point():
@@ -74,8 +75,8 @@ def to_int8(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         elif t.dim() < 2:
             out[name] = t.half()
         else:
-            scale = (t.float().abs().amax(-1, keepdim=True) / 127).clamp_min(1e-7).half()
-            out[name] = (t.float() / scale.float()).round().clamp(-127, 127).to(torch.int8)
+            scale = (t.float().abs().amax(-1, keepdim=True) / 127).clamp_min(torch.finfo(torch.float32).tiny)
+            out[name] = (t.float() / scale).round().clamp(-127, 127).to(torch.int8)
             out[name + INT8_SCALE] = scale
     return out
 
@@ -85,9 +86,11 @@ def _from_int8(state_dict: dict[str, torch.Tensor], weights: Path) -> dict[str, 
     scaled = [k[: -len(INT8_SCALE)] for k in state_dict if k.endswith(INT8_SCALE)]
     for name in scaled:
         q, scale = state_dict.get(name), state_dict.pop(name + INT8_SCALE)
-        if q is None or q.dtype != torch.int8 or q.shape[:-1] != scale.shape[:-1]:
-            raise CheckpointError(f"{weights}: {name}{INT8_SCALE} scales no int8 weight of its rows; "
-                                  f"{fix_hint(weights)}")
+        if (q is None or q.dtype != torch.int8 or q.dim() < 2 or not scale.is_floating_point()
+                or tuple(scale.shape) != (*q.shape[:-1], 1)):
+            found = "no weight" if q is None else f"{q.dtype} weight {tuple(q.shape)}"
+            raise CheckpointError(f"{weights}: {name}{INT8_SCALE} ({scale.dtype} {tuple(scale.shape)}) is not one "
+                                  f"scale per row of an int8 matrix {name!r} ({found}); {fix_hint(weights)}")
         state_dict[name] = q.float() * scale.float()
     return state_dict
 

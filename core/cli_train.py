@@ -95,9 +95,10 @@ def init_point(args, resumed, tokenizer_sha256: str | None) -> tuple[dict | None
     if extra.get("init_from"):  # the starting weights were a fine-tune too: carry the whole lineage
         record["init_from"] = extra["init_from"]
     if args.widen != 1:
-        if args.widen not in config.get("sizes", {}).values():
-            raise ValueError(f"--widen {args.widen}: the starting model would become the sub-model of divisor "
-                             f"{args.widen}, and its sizes {config.get('sizes')} have none; use one of their divisors")
+        divisors = sorted(p for p in config.get("sizes", {}).values() if p > 1)
+        if args.widen not in divisors:
+            raise ValueError(f"--widen {args.widen}: the starting model becomes the sub-model of divisor "
+                             f"{args.widen}, and its sizes have none; give one of {divisors}")
         config = {**config, "dim": config["dim"] * args.widen, "heads": config["heads"] * args.widen}
         record["widened"] = args.widen
     if tokenizer_sha256 and extra.get("tokenizer_sha256", tokenizer_sha256) != tokenizer_sha256:
@@ -107,6 +108,10 @@ def init_point(args, resumed, tokenizer_sha256: str | None) -> tuple[dict | None
         if started is None or started["sha256"] != record["sha256"]:
             raise ValueError(f"cannot resume {args.out}: it started from {started['path'] if started else 'random weights'}"
                              f", not from --init-from {stem}; resume without --init-from")
+        if started.get("widened", 1) != args.widen:
+            raise ValueError(f"cannot resume {args.out}: it started from {stem} widened {started.get('widened', 1)}x"
+                             f", not {args.widen}x; give --widen {started.get('widened', 1)}, or resume without "
+                             "--init-from and --widen")
     return weights, config, {"init_from": record}
 
 
@@ -119,7 +124,10 @@ def train_config(args, resumed, train_base: dict):
     if args.extend and not args.resume:
         raise ValueError("--extend lengthens a run that --resume continues: give both, or neither for a new run")
     if args.widen != 1 and args.init_from is None:
-        raise ValueError("--widen grows the model that --init-from names: give --init-from too")
+        raise ValueError("--widen grows the model that --init-from names: give --init-from too (a resumed run "
+                         "keeps its width: resume without --widen)")
+    if args.export_dtype != "float16" and not args.export:
+        raise ValueError("--export-dtype says how --export stores the weights: give --export too")
     given = {k: getattr(args, k) for k in (*TRAIN_FLAGS, "distill", "bf16") if getattr(args, k) is not None}
     if given.get("ema_decay") == 0:
         given["ema_decay"] = None
@@ -161,7 +169,8 @@ def model_config(args, resumed, model_base: dict, init_config: dict | None = Non
     known = {f.name for f in fields(ModelConfig)}
     model_cfg = ModelConfig(**{k: v for k, v in {**model_base, **(init_config or {}), **given}.items()
                                if k in known})
-    diffs = [f"{k}: the weights have {v!r}, the run {model_cfg.to_dict()[k]!r}"
+    weights = "the weights" if args.widen == 1 else f"the weights widened {args.widen}x"
+    diffs = [f"{k}: {weights} have {v!r}, the run {model_cfg.to_dict()[k]!r}"
              for k, v in (init_config or {}).items() if k in known and model_cfg.to_dict()[k] != v]
     if diffs:
         raise ValueError(f"--init-from {args.init_from} does not fit this run's model ({'; '.join(diffs)})")
@@ -237,7 +246,8 @@ def _finish(args, argv, final, t0) -> None:
 
     if args.export and int(os.environ.get("RANK", "0")) == 0:
         state, config, extra = load_checkpoint(final)
-        # Half the bytes, and no measurable change in samples: shipped checkpoints have a 60 MB budget in all.
+        # Shipped checkpoints have a 60 MB budget in all. float16 halves the bytes with no measurable change in
+        # samples; int8 halves them again, and the README measures its model after the rounding.
         if args.export_dtype == "int8":
             state = to_int8(state)
             stored_as = "int8 matrices with a float16 scale per row, float16 vectors (loaded into float32)"

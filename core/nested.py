@@ -260,7 +260,9 @@ def embed_submodel(model: NestedTransformer, state: dict[str, torch.Tensor]) -> 
     q becomes the wider one's of divisor q * (the width ratio), unchanged. Weights of `model`'s full width simply
     replace its own. Returns the name of the sub-model that now computes what `state` did."""
     cfg = model.cfg
-    width = state["ln_f.weight"].shape[0] if "ln_f.weight" in state else None
+    if "ln_f.weight" not in state:
+        raise ValueError("the weights are not a nested transformer's (no ln_f.weight)")
+    width = state["ln_f.weight"].shape[0]
     size = next((s for s in cfg.sizes if cfg.width(s) == width), None)
     if size is None:
         widths = ", ".join(f"{s} {cfg.width(s)}" for s in cfg.small_to_large)

@@ -23,7 +23,7 @@ def _save(tmp_path, stem="model"):
 
 def test_int8_storage_is_within_half_a_step_of_each_row_at_about_half_the_bytes(tmp_path):
     torch.manual_seed(0)
-    rows = torch.logspace(-3, 1, 64).unsqueeze(1)  # rows of very different magnitudes each get their own step
+    rows = torch.logspace(-7, 1, 64).unsqueeze(1)  # rows of very different magnitudes each get their own step
     state = {"w": torch.randn(64, 256) * rows, "emb": torch.randn(2, 64, 256), "bias": torch.randn(256),
              "ids": torch.arange(10)}
     save_checkpoint(tmp_path / "half", {k: v.half() if v.is_floating_point() else v for k, v in state.items()}, {})
@@ -38,9 +38,17 @@ def test_int8_storage_is_within_half_a_step_of_each_row_at_about_half_the_bytes(
     assert 0.45 < ratio < 0.6
 
 
-def test_a_scale_without_its_int8_weight_is_a_checkpoint_error(tmp_path):
-    save_checkpoint(tmp_path / "m", {"w" + INT8_SCALE: torch.ones(3, 1).half(), "w": torch.ones(3, 4)}, {})
-    with pytest.raises(CheckpointError, match=f"w{INT8_SCALE} scales no int8 weight"):
+@pytest.mark.parametrize("weight, scale", [
+    (torch.ones(3, 4), torch.ones(3, 1)),  # a float weight
+    (torch.ones(3, 4, dtype=torch.int8), torch.ones(3, 4)),  # a scale per element
+    (torch.ones(3, 4, dtype=torch.int8), torch.ones(2, 1)),  # too few rows
+    (torch.ones(4, dtype=torch.int8), torch.ones(4)),  # a vector
+    (None, torch.ones(3, 1)),  # no weight at all
+])
+def test_int8_scales_that_fit_no_int8_matrix_are_a_checkpoint_error(tmp_path, weight, scale):
+    state = {"w" + INT8_SCALE: scale} | ({"w": weight} if weight is not None else {})
+    save_checkpoint(tmp_path / "m", state, {})
+    with pytest.raises(CheckpointError, match=f"w{INT8_SCALE} .* is not one scale per row of an int8 matrix 'w'"):
         load_checkpoint(tmp_path / "m")
 
 

@@ -45,6 +45,8 @@ def test_embedding_refuses_weights_of_no_sub_model(tiny_model):
     odd = NestedTransformer(ModelConfig(**{**cfg.to_dict(), "dim": 24, "heads": 3, "sizes": {"L": 1}}))
     with pytest.raises(ValueError, match="width 24 are no sub-model"):
         embed_submodel(tiny_model, odd.state_dict())
+    with pytest.raises(ValueError, match="not a nested transformer"):
+        embed_submodel(tiny_model, {"w": torch.ones(2)})
 
 
 def test_sizes_share_weights_and_differ(tiny_model):

@@ -204,7 +204,7 @@ def test_a_run_can_start_from_a_model_widened_into_its_sub_model(video_assets, t
     narrow, narrow_config, _ = load_checkpoint(assets / "video_transformer")
     args = ["train-video", "--tokenizer", str(assets / "tokenizer"), "--init-from", str(assets / "video_transformer"),
             "--out", str(tmp_path / "run"), "--steps", "1", "--batch-size", "2", "--lr", "1e-9", "--warmup-steps", "0",
-            "--ema-decay", "0", "--frames", "4", "--given-frames", "1", "--device", "cpu", "--threads", "1",
+            "--ema-decay", "0", "--frames", "3", "--given-frames", "1", "--device", "cpu", "--threads", "1",
             "--data-dir", str(data)]
     assert main(args + ["--widen", "3"]) == 1  # no size has divisor 3
     assert "--widen 3" in capsys.readouterr().err
@@ -217,10 +217,20 @@ def test_a_run_can_start_from_a_model_widened_into_its_sub_model(video_assets, t
         assert ((exported[name] - t).abs() <= step / 2 * 1.001 + 1e-7).all(), name
     assert (config["dim"], config["heads"]) == (2 * narrow_config["dim"], 2 * narrow_config["heads"])
     assert extra["init_from"]["widened"] == 2
+    narrow["frame_emb"] = narrow["frame_emb"][:3]  # a run of shorter clips keeps the first frames' rows
     for name, t in narrow.items():  # the starting model is the wider one's M, after one step of lr 1e-9
         torch.testing.assert_close(state[name][tuple(slice(0, n) for n in t.shape)], t.float(), atol=1e-5, rtol=0)
     rows = narrow["blocks.0.fc1.weight"].shape[0]
     assert state["blocks.0.fc1.weight"][rows:].abs().sum() > 0  # the new rows are initialised, not zero
+    resume = ["train-video", "--tokenizer", str(assets / "tokenizer"), "--out", str(tmp_path / "run"), "--resume",
+              "--extend", "--device", "cpu", "--threads", "1", "--data-dir", str(data)]
+    start = ["--init-from", str(assets / "video_transformer")]
+    assert main(resume + start + ["--steps", "2", "--widen", "2"]) == 0  # the same start, widened the same way
+    assert main(resume + start + ["--steps", "3"]) == 1  # the start named without its widening
+    assert "widened 2x, not 1x; give --widen 2" in capsys.readouterr().err
+    assert main(resume + ["--steps", "3", "--widen", "2"]) == 1  # a width flag with no start to widen
+    assert "resume without --widen" in capsys.readouterr().err
+    assert main(resume + ["--steps", "3"]) == 0  # neither: the run keeps its start and its width
 
 
 @pytest.mark.parametrize("task", ["generate", "predict"])
