@@ -105,7 +105,7 @@ MUTATIONS = [
      "st.plotly_chart(go.Figure(**spec, _validate=False), key=key, **kwargs)", ["tests/test_app.py"]),
     ("server-heap-not-settled", "pages/_widgets/__init__.py", "    gc.freeze()\n", "", ["tests/test_app.py"]),
     # A fine-tune that silently starts from random weights; an export that names the resume, not the run's start.
-    ("fine-tune-starts-random", "core/train.py", "        model.load_state_dict(init_weights)", "        pass",
+    ("fine-tune-starts-random", "core/train.py", "        embed_submodel(model, init_weights)", "        pass",
      ["tests/test_train.py"]),
     ("export-names-the-resume", "core/cli_train.py",
      'return {} if resumed is not None else {"command": command_line(argv)}',
