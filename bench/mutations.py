@@ -56,7 +56,7 @@ MUTATIONS = [
     ("weight-views-copied", "core/nested.py", "view = views[shape] = p.detach()[index]",
      "view = views[shape] = p.detach()[index].clone()", ["tests/test_nested.py"]),
     ("embedded-weights-in-trailing-slices", "core/nested.py",
-     "t[tuple(slice(0, n) for n in state[name].shape)].copy_(state[name])",
+     "t[leading_index(state[name].shape)].copy_(state[name])",
      "t[tuple(slice(t.shape[i] - n, None) for i, n in enumerate(state[name].shape))].copy_(state[name])",
      ["tests/test_nested.py", "tests/test_video.py"]),
     ("int8-one-scale-per-tensor", "core/checkpoint.py", "scale = (t.float().abs().amax(-1, keepdim=True) / 127)",

@@ -34,6 +34,7 @@ def _flag(name: str) -> str:
 def add_run_args(p: argparse.ArgumentParser, out: str) -> None:
     import torch
 
+    from core.checkpoint import EXPORT_FORMATS
     from core.nested import ModelConfig
     from core.train import TrainConfig
 
@@ -52,8 +53,8 @@ def add_run_args(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--tokenizer", default="assets/tokenizer")
     p.add_argument("--out", type=output_dir, default=out, help="run folder: checkpoints, metrics.jsonl")
     p.add_argument("--export", default=None, help="also write the final weights here (e.g. assets/transformer)")
-    p.add_argument("--export-dtype", choices=["float16", "int8"], default="float16",
-                   help="how --export stores the weights: float16, or int8 with a float16 scale per row (half the "
+    p.add_argument("--export-dtype", choices=list(EXPORT_FORMATS), default="float16",
+                   help="how --export stores the weights: float16, or int8 with a float32 scale per row (half the "
                         "bytes again; default float16)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--extend", action="store_true", help="with --resume: lengthen the run to --steps (recorded)")
@@ -242,18 +243,12 @@ def _started_by(argv, resumed) -> dict:
 
 
 def _finish(args, argv, final, t0) -> None:
-    from core.checkpoint import load_checkpoint, save_checkpoint, to_int8, update_manifest
+    from core.checkpoint import EXPORT_FORMATS, load_checkpoint, save_checkpoint, update_manifest
 
     if args.export and int(os.environ.get("RANK", "0")) == 0:
         state, config, extra = load_checkpoint(final)
-        # Shipped checkpoints have a 60 MB budget in all. float16 halves the bytes with no measurable change in
-        # samples; int8 halves them again, and the README measures its model after the rounding.
-        if args.export_dtype == "int8":
-            state = to_int8(state)
-            stored_as = "int8 matrices with a float16 scale per row, float16 vectors (loaded into float32)"
-        else:
-            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-            stored_as = "float16 weights (loaded into float32)"
+        convert, stored_as = EXPORT_FORMATS[args.export_dtype]
+        state = convert(state)
         this = command_line(argv)
         started = extra.get("command", this)  # the run records the command that began it
         extra = {**extra, "command": started, "last_session_seconds": round(time.time() - t0),

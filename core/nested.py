@@ -93,6 +93,11 @@ class ModelConfig:
 _VIEWS = WeakIdKeyDictionary()  # parameter -> (its data_ptr when the views were made, {shape: view})
 
 
+def leading_index(shape) -> tuple[slice, ...]:
+    """The index of a tensor's leading `shape` block (each dimension's first n entries)."""
+    return tuple(slice(0, n) for n in shape)
+
+
 def leading_block(p: torch.Tensor, *shape: int) -> torch.Tensor:
     """The leading `shape` block of parameter `p`: the slice a sub-model uses.
 
@@ -100,7 +105,7 @@ def leading_block(p: torch.Tensor, *shape: int) -> torch.Tensor:
     Parameter on every op went through the autograd dispatcher each time, a few percent of a decode with the small
     sub-models. A view shares the parameter's memory, so in-place updates (optimizer steps,
     load_state_dict) show through it; a parameter moved to new memory (.to(), .half(), a deepcopy) gets new views."""
-    index = tuple(slice(0, n) for n in shape)
+    index = leading_index(shape)
     if torch.is_grad_enabled():
         return p[index]
     ptr, views = _VIEWS.get(p, (None, None))
@@ -245,11 +250,8 @@ def extract_submodel(model: NestedTransformer, size: str) -> NestedTransformer:
     """A standalone full-size transformer of width d/p holding copies of the slices sub-model `size` uses.
     Exists to prove the nesting (tests) and to export a small model on its own."""
     small = NestedTransformer(sub_config(model.cfg, size))
-    state = {}
-    for name, t in model.state_dict().items():
-        target = small.state_dict()[name]
-        state[name] = t[tuple(slice(0, s) for s in target.shape)].clone()
-    small.load_state_dict(state)
+    shapes = {name: t.shape for name, t in small.state_dict().items()}
+    small.load_state_dict({name: t[leading_index(shapes[name])].clone() for name, t in model.state_dict().items()})
     return small
 
 
@@ -275,7 +277,7 @@ def embed_submodel(model: NestedTransformer, state: dict[str, torch.Tensor]) -> 
         raise ValueError(f"the weights do not have the layout of sub-model {size} of this model: {', '.join(wrong[:4])}")
     with torch.no_grad():
         for name, t in model.state_dict().items():  # state_dict() shares the parameters' memory
-            t[tuple(slice(0, n) for n in state[name].shape)].copy_(state[name])
+            t[leading_index(state[name].shape)].copy_(state[name])
     return size
 
 
