@@ -158,6 +158,24 @@ def command_line(argv: list[str]) -> str:
     return "python -m core " + " ".join(shlex.quote(a) for a in argv)
 
 
+# Flags that say where the final weights go and how they are stored, not how they are trained: the recorded
+# recipe leaves them out (an export to a scratch folder is not part of the run), `exported_by` keeps them.
+EXPORT_ONLY_FLAGS = ("--export", "--export-dtype")
+
+
+def recipe_command(argv: list[str]) -> str:
+    """The command line without its export-only flags (both `--flag value` and `--flag=value`)."""
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in EXPORT_ONLY_FLAGS:
+            skip = True
+        elif not a.startswith(tuple(f + "=" for f in EXPORT_ONLY_FLAGS)):
+            kept.append(a)
+    return command_line(kept)
+
+
 def refuse(why: str) -> type[argparse.Action]:
     """An argparse action for an inherited option the command decides itself: said, not silently ignored."""
 

@@ -15,7 +15,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from core.cli_args import (add_runtime_args, command_line, existing_dir, nonneg_float, nonneg_int, output_dir,
-                           output_file, positive_float, positive_int, seed, set_threads, size_weights)
+                           output_file, positive_float, positive_int, recipe_command, seed, set_threads,
+                           size_weights)
 from core.data import load_fashion_mnist, resolve_root
 
 # TrainConfig fields settable from the command line (flag = --field-name), with their argparse types.
@@ -238,8 +239,8 @@ def _image_tokens(args, out: Path):
 
 
 def _started_by(argv, resumed) -> dict:
-    """A fresh run records its command; a resumed one keeps the command that began it."""
-    return {} if resumed is not None else {"command": command_line(argv)}
+    """A fresh run records its recipe; a resumed one keeps the recipe that began it."""
+    return {} if resumed is not None else {"command": recipe_command(argv)}
 
 
 def _finish(args, argv, final, t0) -> None:
@@ -249,12 +250,9 @@ def _finish(args, argv, final, t0) -> None:
         state, config, extra = load_checkpoint(final)
         convert, stored_as = EXPORT_FORMATS[args.export_dtype]
         state = convert(state)
-        this = command_line(argv)
-        started = extra.get("command", this)  # the run records the command that began it
-        extra = {**extra, "command": started, "last_session_seconds": round(time.time() - t0),
-                 "stored_as": stored_as}
-        if this != started:
-            extra["exported_by"] = this
+        started = extra.get("command", recipe_command(argv))  # the run records the recipe that began it
+        extra = {**extra, "command": started, "exported_by": command_line(argv),
+                 "last_session_seconds": round(time.time() - t0), "stored_as": stored_as}
         save_checkpoint(args.export, state, config, extra)
         update_manifest(Path(args.export).parent)
         print(f"transformer exported to {args.export}.safetensors")

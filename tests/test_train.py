@@ -309,6 +309,11 @@ def test_train_cli_init_from_is_recorded_checked_and_kept_on_resume(tmp_path, ca
             "1", "--device", "cpu", "--threads", "1", "--data-dir", str(data), "--steps", "2"]
     shipped = tmp_path / "shipped" / "transformer"
     assert main(base + ["--dim", "16", "--out", str(tmp_path / "a"), "--export", str(shipped)]) == 0
+    # The recipe is recorded without where its weights were exported to; the export names its own command.
+    recorded = load_checkpoint(shipped)[2]
+    assert load_checkpoint(tmp_path / "a" / "last")[2]["command"] == recorded["command"]
+    assert "--export" not in recorded["command"] and "--dim 16" in recorded["command"]
+    assert f"--export {shipped}" in recorded["exported_by"]
     # The model's shape comes from the weights: --dim need not be repeated, and a different one is refused.
     ft = base + ["--init-from", str(shipped), "--out", str(tmp_path / "b")]
     assert main(ft) == 0
@@ -332,3 +337,11 @@ def test_train_cli_init_from_is_recorded_checked_and_kept_on_resume(tmp_path, ca
     assert main(base + ["--init-from", str(tuned), "--out", str(tmp_path / "d")]) == 0
     again = load_checkpoint(tmp_path / "d" / "last")[2]["init_from"]
     assert again["path"] == str(tuned) and again["init_from"] == start and "init_from" not in start
+
+
+def test_recipe_command_leaves_out_export_only_flags_in_both_spellings():
+    from core.cli_args import recipe_command
+
+    argv = ["train", "--steps", "3", "--export", "/tmp/x/transformer", "--export-dtype=int8", "--out", "runs/a",
+            "--export-dtype", "float16", "--export=/tmp/y"]
+    assert recipe_command(argv) == "python -m core train --steps 3 --out runs/a"
