@@ -5,6 +5,7 @@ and as the tokenizer reconstructs them. Each row is `python -m core evaluate-vid
 checkpoint's tuned decoding; the same seeds for every row, so rows compare clip by clip.
 
     python bench/video_rows.py [--threads 2]      # writes bench/results/video/<task>_<row>.json
+    python bench/video_rows.py --assets /tmp/candidate --out /tmp/rows --rows baseline magnets   # a model not shipped yet
 """
 from __future__ import annotations
 
@@ -28,11 +29,13 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", nargs="+", default=["predict", "generate"])
     ap.add_argument("--rows", nargs="+", default=list(ROWS))
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--assets", default=None, help="folder with the checkpoints (default: assets/)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "video"))
     args = ap.parse_args(argv)
     from core.__main__ import main as cli
 
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         import torch
 
@@ -40,7 +43,7 @@ def main(argv=None) -> int:
     if "generate" in args.tasks:
         from core.video_eval import VideoPipeline, label_floor
 
-        floor = label_floor(VideoPipeline.load(), n=args.n_generate)
+        floor = label_floor(VideoPipeline.load(args.assets), n=args.n_generate)
         (out / "generate_floor.json").write_text(json.dumps({"task": "floor", "rows": floor}, indent=2) + "\n")
         print("floor: " + ", ".join(f"{r['label']} {r['label_accuracy']:.3f}" for r in floor), file=sys.stderr)
     for task in args.tasks:
@@ -50,6 +53,7 @@ def main(argv=None) -> int:
             t0 = time.time()
             cmd = ["evaluate-video", "--task", task, "--n", str(n), "--schedule", schedule, "--cache-stride", stride,
                    "--json", str(out / f"{task}_{name}.json")] + (["--threads", str(args.threads)] if args.threads else [])
+            cmd += ["--assets", args.assets] if args.assets else []
             if cli(cmd) != 0:
                 return 1
             row = json.loads((out / f"{task}_{name}.json").read_text())
