@@ -283,7 +283,7 @@ def _ablation_section(assets: Path) -> list[str]:
             *[f"| {r['name']} | {r['gflops_per_image']:.2f} | {_quality_cells(r)} |" for r in rows], ""]
 
 
-VIDEO_ROWS = ("baseline", "magnets", "magnets_stride2", "decreasing")  # bench/results/video/<task>_<row>.json
+VIDEO_ROWS = ("baseline", "m12", "magnets", "magnets_stride2", "decreasing")  # bench/results/video/<task>_<row>.json
 # Per task, how the card pairs two rows clip by clip: (per-clip field, scale, format, unit).
 VIDEO_PAIRED = {"predict": ("per_clip_psnr_model", 1, "{:+.2f}", "dB"),
                 "generate": ("per_clip_correct", 100, "{:+.1f}", "points")}
