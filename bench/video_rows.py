@@ -1,11 +1,11 @@
 """The video rows of the README and the model card: both tasks, for the baseline, `M*12`, `magnets` (cache refreshed
-only on size changes, and every 2 steps) and the decreasing order, at the sample counts the video acceptance names (200 test
-clips for prediction, 100 generated clips per class), and generation's floor: as many test clips, scored as they are
-and as the tokenizer reconstructs them. Each row is `python -m core evaluate-video` with the
+only on size changes, and every 2 steps) and the decreasing order, at the sample counts the video acceptance names
+(200 test clips for prediction, 100 generated clips per class), and generation's floor: as many test clips, scored as
+they are and as the tokenizer reconstructs them. Each row is `python -m core evaluate-video` with the
 checkpoint's tuned decoding; the same seeds for every row, so rows compare clip by clip.
 
     python bench/video_rows.py [--threads 2]      # writes bench/results/video/<task>_<row>.json
-    python bench/video_rows.py --assets /tmp/candidate --out /tmp/rows --rows baseline magnets   # a model not shipped yet
+    python bench/video_rows.py --assets /tmp/candidate --out /tmp/rows --rows baseline magnets  # before shipping it
 """
 from __future__ import annotations
 
