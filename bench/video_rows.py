@@ -54,7 +54,8 @@ def main(argv=None) -> int:
             n = args.n_predict if task == "predict" else args.n_generate
             t0 = time.time()
             cmd = ["evaluate-video", "--task", task, "--n", str(n), "--schedule", schedule, "--cache-stride", stride,
-                   "--json", str(out / f"{task}_{name}.json")] + (["--threads", str(args.threads)] if args.threads else [])
+                   "--json", str(out / f"{task}_{name}.json")]
+            cmd += ["--threads", str(args.threads)] if args.threads else []
             cmd += ["--assets", args.assets] if args.assets else []
             if cli(cmd) != 0:
                 return 1
